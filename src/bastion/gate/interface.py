@@ -1,0 +1,91 @@
+"""The Permissions Gate's contract: who is asking, and may they make this call."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from bastion.messages import AgentRequest, JsonObject, Principal
+from bastion.router.interface import ToolSpec
+
+#: When a call is checked: once when the plan is validated, again right before it runs.
+Stage = Literal["plan", "execute"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    """The gate's answer for one call."""
+
+    allowed: bool
+    reason: str = ""
+
+    @classmethod
+    def allow(cls, reason: str = "allowed") -> Decision:
+        """An allowing decision."""
+        return cls(allowed=True, reason=reason)
+
+    @classmethod
+    def deny(cls, reason: str) -> Decision:
+        """A denying decision; `reason` is shown to the planner and the audit log."""
+        return cls(allowed=False, reason=reason)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicyInput:
+    """What an argument-level policy sees."""
+
+    principal: Principal
+    tool: ToolSpec
+    args: JsonObject
+    stage: Stage
+    run_id: str
+
+
+#: An app-declared check of one call's args, e.g. "a customer may only read their own orders".
+#: Returns a denial to stop the call, or None to have no opinion.
+ArgPolicy = Callable[[PolicyInput], Awaitable[Decision | None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One decision, as recorded in the audit log."""
+
+    at: datetime
+    action: str  # "authenticate" | "authorize" | ...
+    decision: Literal["allow", "deny"]
+    principal_id: str | None
+    reason: str = ""
+    run_id: str | None = None
+    tool_name: str | None = None
+    stage: Stage | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class AuditLog(Protocol):
+    """Append-only record of every gate decision. `append` never loses an entry silently."""
+
+    async def append(self, entry: AuditEntry) -> None: ...
+
+
+class PermissionsGate(Protocol):
+    """Authenticates callers and authorizes every tool call, recording each decision."""
+
+    async def authenticate(self, request: AgentRequest) -> Principal:
+        """The principal behind `request`.
+
+        Raises:
+            NotAuthenticated: the caller is unknown (recorded in the audit log).
+        """
+        ...
+
+    def may_use(self, principal: Principal, tool: ToolSpec) -> bool:
+        """Whether `principal` holds every scope `tool` requires (the planner sees only these)."""
+        ...
+
+    async def authorize(
+        self, principal: Principal, tool: ToolSpec, args: JsonObject, *, stage: Stage, run_id: str
+    ) -> Decision:
+        """Scopes, then the tool's argument policies; the decision is audited."""
+        ...
