@@ -1,1 +1,1 @@
-"""demo."""
+"""Worked examples of apps on Bastion; `bastion.demo.support` is the customer-support agent."""

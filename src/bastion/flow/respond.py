@@ -7,9 +7,135 @@ result for a customer); the default lists each step's outcome plainly.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from bastion.messages import AgentRequest, StepRecord
+from bastion.messages import (
+    AgentPlan,
+    AgentRequest,
+    AgentResponse,
+    EventKind,
+    PlanStep,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+)
+
+if TYPE_CHECKING:
+    from bastion.flow.components import Components
+    from bastion.flow.execute import ExecutionResult
+    from bastion.flow.state import RunState
+
+logger = logging.getLogger("bastion.flow")
 
 #: Turns a completed run's step records into the answer shown to the user.
 AnswerComposer = Callable[[AgentRequest, Sequence[StepRecord]], str]
+
+_NOTHING_TO_DO = (
+    "I could not find anything I can do for that request with the tools I have. "
+    "Could you tell me a bit more?"
+)
+
+
+def _short(value: object, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def default_answer(request: AgentRequest, records: Sequence[StepRecord]) -> str:
+    """List what each step found, plainly: the answer an app gets until it words its own."""
+    if not records:
+        return _NOTHING_TO_DO
+    lines = []
+    for record in records:
+        if record.status is StepStatus.SUCCESS and record.outcome is not None:
+            lines.append(f"- {record.step.description}: {_short(record.outcome.value)}")
+        else:
+            lines.append(f"- {record.step.description}: could not be done.")
+    return "Here is what I found:\n" + "\n".join(lines)
+
+
+def final_plan(run: RunState, skipped: Sequence[PlanStep]) -> AgentPlan | None:
+    """The plan as it ended: each step that ran (with its outcome), then those that never ran."""
+    if run.plan is None:
+        return None
+    steps = [_as_step(record) for record in run.records]
+    steps.extend(
+        PlanStep(
+            step_id=s.step_id,
+            description=s.description,
+            tool_name=s.tool_name,
+            tool_args=s.tool_args,
+            expect=s.expect,
+            status=StepStatus.SKIPPED,
+        )
+        for s in skipped
+    )
+    return AgentPlan(
+        steps=tuple(steps),
+        reasoning=run.plan.reasoning,
+        revision=run.plan.revision,
+        model=run.plan.model,
+    )
+
+
+def _as_step(record: StepRecord) -> PlanStep:
+    outcome = record.outcome
+    error = None
+    if record.status is not StepStatus.SUCCESS:
+        error = (outcome.error if outcome else None) or (
+            record.verdict.reason if record.verdict else None
+        )
+    return PlanStep(
+        step_id=record.step.step_id,
+        description=record.step.description,
+        tool_name=record.tool_name or record.step.tool_name,
+        tool_args=record.step.tool_args,
+        expect=record.step.expect,
+        status=record.status,
+        result=outcome.value if outcome is not None and outcome.ok else None,
+        error=error,
+        cost_usd=record.step.cost_usd,
+    )
+
+
+async def respond(run: RunState, c: Components, result: ExecutionResult) -> AgentResponse:
+    """Compose the answer, close the budget, persist the turn, and end the run."""
+    error: str | None = None
+    skipped: Sequence[PlanStep] = ()
+    if result.kind == "finished":
+        status = RunStatus.COMPLETED
+        try:
+            message = c.answer(run.request, run.records)
+        except Exception:
+            # The app's wording failed, not the run: fall back to the plain listing.
+            logger.exception("answer composer failed for run %s", run.run_id)
+            message = default_answer(run.request, run.records)
+    else:
+        status, message, error, skipped = (
+            result.status,
+            result.user_message,
+            result.reason,
+            result.skipped,
+        )
+    total = await c.cost.finish(run.run_id)
+    records = run.records
+    response = AgentResponse(
+        run_id=run.run_id,
+        status=status,
+        message=message,
+        plan=final_plan(run, skipped),
+        total_cost_usd=total,
+        steps_completed=sum(1 for r in records if r.status is StepStatus.SUCCESS),
+        steps_failed=sum(1 for r in records if r.status in (StepStatus.FAILED, StepStatus.DENIED)),
+        model=run.model_name,
+        error=error,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
+    )
+    await c.memory.persist_turns(run.request, response)
+    run.emit(EventKind.ANSWER, message=message, total_cost_usd=str(total))
+    await run.transition(status, answer=message, error=error, total_cost_usd=total)
+    return response

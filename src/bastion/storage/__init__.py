@@ -1,1 +1,23 @@
-"""storage."""
+"""Storage shared by every store: the engine, the tables, the migrations, JSON encoding.
+
+Stores (memory, audit log, ledger, approvals) take an `AsyncEngine` from `create_engine`, call
+`migrate` once at start, and write SQLAlchemy Core statements against the tables in
+`bastion.storage.tables`. SQLite (embedded, the default) and PostgreSQL are both first-class.
+"""
+
+from bastion.storage.engine import begin_write, create_engine, mask_url, normalize_url, upsert
+from bastion.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version, migrate
+from bastion.storage.tables import metadata
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "begin_write",
+    "create_engine",
+    "current_version",
+    "mask_url",
+    "metadata",
+    "migrate",
+    "normalize_url",
+    "upsert",
+]

@@ -1,0 +1,198 @@
+"""The `bastion` command: run a request, run the demo, print the version.
+
+Exit codes: 0 a completed run (or runs), 1 a run that did not complete, 2 a usage or configuration
+error. Every error is one line on stderr, never a traceback; details go to the log file in the data
+directory (``bastion.log``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import tempfile
+import uuid
+from decimal import Decimal, InvalidOperation
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from typer.exceptions import TyperException
+
+from bastion.cli.apps import DEFAULT_APP, build_app, cli_settings
+from bastion.cli.logs import configure_logging
+from bastion.cli.render import LiveRenderer, dumps, print_response, response_json
+from bastion.errors import BastionError, ConfigError
+from bastion.messages import AgentRequest, AgentResponse
+from bastion.settings import Settings
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: a production-hardened runtime for LLM agents.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE = 0, 1, 2
+
+AppOpt = Annotated[str, typer.Option("--app", help="The app factory, module:factory.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="provider:model, e.g. openai:gpt-4o-mini.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object per run.")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Where Bastion keeps its database and logs.")
+]
+
+
+def _version() -> str:
+    try:
+        return version("bastion-agents")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"bastion {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """Bastion: a production-hardened runtime for LLM agents."""
+
+
+def _parse_budget(budget: str) -> Decimal:
+    try:
+        value = Decimal(budget)
+    except InvalidOperation:
+        raise ConfigError(f"--budget must be a number of USD, got {budget!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"--budget must be a non-negative number of USD, got {budget!r}")
+    return value
+
+
+async def _run_requests(
+    settings: Settings, app_spec: str, requests: list[AgentRequest], *, as_json: bool
+) -> list[AgentResponse]:
+    console = Console(stderr=False, highlight=False)
+    system = build_app(app_spec, settings)
+    responses = []
+    async with system:
+        for request in requests:
+            if not as_json:
+                console.print(
+                    f"\n[bold]{escape(request.user_id)}[/] asks: {escape(request.message)}"
+                )
+            response = await system.run(
+                request, on_event=None if as_json else LiveRenderer(console)
+            )
+            responses.append(response)
+            if as_json:
+                typer.echo(dumps(response_json(response)))
+            else:
+                print_response(console, response)
+    return responses
+
+
+@app.command()
+def run(
+    message: Annotated[str, typer.Argument(help="What the user asks.")],
+    app_spec: AppOpt = DEFAULT_APP,
+    user: Annotated[str, typer.Option("--user", help="Who asks (a principal id).")] = "c1",
+    session: Annotated[
+        str | None, typer.Option("--session", help="Session id (default: a new one).")
+    ] = None,
+    budget: Annotated[str, typer.Option("--budget", help="Run budget in USD.")] = "1.00",
+    model: ModelOpt = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", min=0.001, help="Run time limit in seconds.")
+    ] = None,
+    as_json: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run one request through an agent app and print the answer."""
+    settings = cli_settings(model=model, data_dir=data_dir)
+    configure_logging(settings.data_dir)
+    try:
+        request = AgentRequest(
+            user_id=user,
+            session_id=session or f"cli_{uuid.uuid4().hex[:12]}",
+            message=message,
+            max_budget_usd=_parse_budget(budget),
+            timeout_s=timeout,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid request: {exc}") from exc
+    responses = asyncio.run(_run_requests(settings, app_spec, [request], as_json=as_json))
+    raise typer.Exit(EXIT_OK if responses[0].ok else EXIT_RUN_FAILED)
+
+
+@app.command()
+def demo(
+    as_json: JsonOpt = False,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the customer-support demo: several requests end to end, shown as they happen.
+
+    The demo uses a fresh shop database each time (in a temporary directory unless --data-dir is
+    given), so its refunds and tickets start from the same seed data on every run.
+    """
+    from bastion.demo.support.requests import DEMO_REQUESTS
+
+    with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp:
+        settings = cli_settings(model=model, data_dir=data_dir or Path(tmp))
+        configure_logging(settings.data_dir)
+        requests = [
+            AgentRequest(user_id=r.user_id, session_id=r.session_id, message=r.message)
+            for r in DEMO_REQUESTS
+        ]
+        responses = asyncio.run(_run_requests(settings, DEFAULT_APP, requests, as_json=as_json))
+    if not as_json:
+        done = sum(r.ok for r in responses)
+        typer.echo(f"\n{done} of {len(responses)} demo runs completed.")
+    # Some demo runs are refused on purpose (another customer's order): that is the demo working.
+    raise typer.Exit(EXIT_OK)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn every error into one line and an exit code."""
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="bastion", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except TyperException as exc:  # usage errors: a bad flag, a missing argument
+        print(f"bastion: error: {exc.format_message()} (see bastion --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except typer.Abort:
+        print("bastion: aborted", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    except BastionError as exc:
+        print(f"bastion: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bastion: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        logging.getLogger("bastion").exception("unexpected CLI failure")
+        print(f"bastion: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    # With standalone_mode off, an Exit raised by a command comes back as its code.
+    return result if isinstance(result, int) else EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

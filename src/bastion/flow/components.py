@@ -1,0 +1,40 @@
+"""`Components`: the eight components and their shared dependencies, as the flow stages see them.
+
+`AgentSystem` builds one and hands it to each stage (admit, execute, respond); the stages call the
+components in order and hold none of their logic (DESIGN.md §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bastion.clock import Clock
+from bastion.cost.interface import CostController
+from bastion.evaluator.interface import Evaluator
+from bastion.flow.respond import AnswerComposer
+from bastion.gate.interface import PermissionsGate
+from bastion.memory.interface import MemoryManager
+from bastion.models.interface import ChatModel
+from bastion.planner.interface import Planner
+from bastion.recovery.interface import RecoveryHandler
+from bastion.router.interface import ToolRouter
+from bastion.sandbox.interface import ExecutionSandbox
+from bastion.settings import Settings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Components:
+    """Everything a run needs, injected once."""
+
+    gate: PermissionsGate
+    cost: CostController
+    memory: MemoryManager
+    planner: Planner
+    router: ToolRouter
+    sandbox: ExecutionSandbox
+    evaluator: Evaluator
+    recovery: RecoveryHandler
+    model: ChatModel
+    answer: AnswerComposer
+    clock: Clock
+    settings: Settings

@@ -1,0 +1,420 @@
+"""Execute: plan, then for each step route → authorize → sandbox → evaluate → recover.
+
+This stage only calls the components in order and acts on their decisions (the Recovery Handler
+decides, this module sleeps on the clock and calls again, as tenacity's `BaseRetrying.iter` returns
+`DoSleep` for its caller to act on). The per-step work is constant in the run's length: one step
+record appended, a few events, no rescans of the history.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, assert_never
+
+from bastion.cost.metered import MeteredChatModel
+from bastion.errors import (
+    BastionError,
+    BudgetExceeded,
+    CircuitOpen,
+    InvalidToolArgs,
+    ModelError,
+    PlanError,
+    UnknownTool,
+)
+from bastion.flow.components import Components
+from bastion.flow.state import RunState
+from bastion.memory.interface import MemoryContext
+from bastion.messages import (
+    Abort,
+    AgentPlan,
+    EventKind,
+    PlanStep,
+    RecoveryAction,
+    Replan,
+    Retry,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    ToolCall,
+    ToolErrorKind,
+    ToolOutcome,
+    UseFallback,
+    Verdict,
+)
+from bastion.models.interface import ChatModel, ChatResponse
+from bastion.planner.interface import PlanningContext
+from bastion.recovery.interface import Failure
+from bastion.router.interface import ToolSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finished:
+    """Every step of the final plan succeeded (or the plan needed none)."""
+
+    kind: Literal["finished"] = "finished"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stopped:
+    """The run ends early: `user_message` for the end user, `reason` for operators."""
+
+    kind: Literal["stopped"] = "stopped"
+    status: RunStatus
+    user_message: str
+    reason: str
+    #: Planned steps that never ran.
+    skipped: tuple[PlanStep, ...] = ()
+
+
+ExecutionResult = Finished | Stopped
+
+_OUT_OF_TIME = "Sorry, this request took too long and was stopped. Please try again."
+
+
+def stopped_by(error: BastionError, *, status: RunStatus = RunStatus.ABORTED) -> Stopped:
+    """A `Stopped` carrying an error's user message and its operator text."""
+    return Stopped(status=status, user_message=error.user_message, reason=str(error))
+
+
+class Execution:
+    """The execute stage of one run."""
+
+    def __init__(self, run: RunState, c: Components, memory: MemoryContext) -> None:
+        self._run = run
+        self._c = c
+        self._memory = memory
+        assert run.principal is not None, "admit() sets the principal before execute()"
+        self._principal = run.principal
+        self._tools = tuple(
+            t for t in c.router.describe_all() if c.gate.may_use(self._principal, t)
+        )
+        self._model: ChatModel = MeteredChatModel(
+            wrapped=c.model, cost=c.cost, run_id=run.run_id, on_call=self._on_model_call
+        )
+
+    async def __call__(self) -> ExecutionResult:
+        """Plan, run every step, replan when recovery says so; return how the run ended."""
+        run, c = self._run, self._c
+        await run.transition(RunStatus.PLANNING)
+        planned = await self._plan(feedback=None)
+        if isinstance(planned, Stopped):
+            return planned
+        pending: deque[PlanStep] = deque(planned.steps)
+        if not pending:
+            return Finished()
+        await run.transition(RunStatus.RUNNING)
+        while pending:
+            if run.time_left_s <= 0:
+                return self._stop(RunStatus.FAILED, _OUT_OF_TIME, "run deadline passed", pending)
+            if len(run.records) >= c.settings.run.max_steps:
+                return self._stop(
+                    RunStatus.ABORTED,
+                    "Sorry, this request needed too many steps and was stopped.",
+                    f"step cap of {c.settings.run.max_steps} reached",
+                    pending,
+                )
+            step = pending.popleft()
+            action = await self._run_step(step)
+            if action is None:
+                continue
+            if isinstance(action, Abort):
+                return self._stop(action.status, action.user_message, action.reason, pending)
+            replanned = await self._replan(action)
+            if isinstance(replanned, Stopped):
+                return replanned
+            pending = deque(replanned.steps)
+            if not pending:
+                return Finished()
+            await run.transition(RunStatus.RUNNING)
+        return Finished()
+
+    def _stop(
+        self, status: RunStatus, user_message: str, reason: str, pending: deque[PlanStep]
+    ) -> Stopped:
+        return Stopped(
+            status=status, user_message=user_message, reason=reason, skipped=tuple(pending)
+        )
+
+    # -- planning ------------------------------------------------------------------------------
+
+    async def _replan(self, action: Replan) -> AgentPlan | Stopped:
+        run = self._run
+        if run.replans >= self._c.settings.recovery.max_replans:
+            # A custom RecoveryHandler may ask forever; the flow's own bound holds regardless.
+            return Stopped(
+                status=RunStatus.ABORTED,
+                user_message="Sorry, I could not find a way to complete this request.",
+                reason=f"replan limit reached; last reason: {action.reason}",
+            )
+        run.replans += 1
+        run.emit(EventKind.REPLAN, reason=action.reason, revision=run.replans)
+        if run.status is not RunStatus.PLANNING:  # a refused fresh plan is replanned in place
+            await run.transition(RunStatus.PLANNING)
+        return await self._plan(feedback=action.reason)
+
+    async def _plan(self, *, feedback: str | None) -> AgentPlan | Stopped:
+        run, c = self._run, self._c
+        context = PlanningContext(
+            request=run.request,
+            tools=self._tools,
+            memory=self._memory,
+            history=tuple(run.records),
+            feedback=feedback,
+            revision=run.replans,
+        )
+        attempt = 1
+        while True:
+            try:
+                plan = await c.planner.plan(context, model=self._model)
+            except BudgetExceeded as exc:
+                return stopped_by(exc)
+            except (ModelError, PlanError, CircuitOpen) as exc:
+                action = await c.recovery.decide(
+                    Failure(
+                        reason=str(exc),
+                        error=exc,
+                        attempt=attempt,
+                        replans_used=run.replans,
+                        time_left_s=run.time_left_s,
+                    )
+                )
+                if isinstance(action, Retry):
+                    run.emit(EventKind.RETRY, what="model", attempt=attempt, **_retry_data(action))
+                    await c.clock.sleep(action.delay_s)
+                    attempt += 1
+                    continue
+                if isinstance(action, Abort):
+                    return Stopped(
+                        status=action.status, user_message=action.user_message, reason=action.reason
+                    )
+                return Stopped(
+                    status=RunStatus.FAILED,
+                    user_message=exc.user_message,
+                    reason=f"recovery answered {action.kind} to a planning failure: {exc}",
+                )
+            await run.save_plan(plan)
+            vetted = await self._vet(plan)
+            if vetted is None:
+                return plan
+            step, outcome = vetted
+            verdict = Verdict(passed=False, reason=outcome.error or "", retryable=False)
+            action = await self._decide(step, None, outcome, verdict, attempt=1)
+            await self._record(step, outcome, verdict, attempts=1, tool_name=step.tool_name)
+            if isinstance(action, Abort):
+                return Stopped(
+                    status=action.status,
+                    user_message=action.user_message,
+                    reason=action.reason,
+                    skipped=tuple(s for s in plan.steps if s.step_id != step.step_id),
+                )
+            if isinstance(action, Replan):
+                return await self._replan(action)
+            # Retry or a fallback cannot mend a plan the gate refused: the planner must.
+            return await self._replan(Replan(reason=outcome.error or "step refused"))
+
+    async def _vet(self, plan: AgentPlan) -> tuple[PlanStep, ToolOutcome] | None:
+        """Authorize every step of a fresh plan before any runs (the gate's first check)."""
+        for step in plan.steps:
+            try:
+                spec = self._c.router.get(step.tool_name)
+                spec.validate_args(step.tool_args)
+            except UnknownTool as exc:
+                return step, ToolOutcome.failure(ToolErrorKind.UNKNOWN_TOOL, str(exc))
+            except InvalidToolArgs as exc:
+                return step, ToolOutcome.failure(ToolErrorKind.INVALID_ARGS, str(exc))
+            denied = await self._authorize(step, spec, stage="plan")
+            if denied is not None:
+                return step, denied
+        return None
+
+    def _on_model_call(self, response: ChatResponse, cost: object) -> None:
+        run = self._run
+        run.model_calls += 1
+        run.model_name = response.model
+        run.input_tokens += response.usage.input_tokens
+        run.output_tokens += response.usage.output_tokens
+        run.emit(
+            EventKind.MODEL_CALL,
+            model=response.model,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            cost_usd=str(cost),
+            latency_s=round(response.latency_s, 4),
+            finish_reason=response.finish_reason,
+        )
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    async def _run_step(self, step: PlanStep) -> Replan | Abort | None:
+        """Run one step until it passes (None) or recovery says replan or abort."""
+        c = self._c
+        try:
+            spec = c.router.get(step.tool_name)
+        except UnknownTool as exc:
+            outcome = ToolOutcome.failure(ToolErrorKind.UNKNOWN_TOOL, str(exc))
+            verdict = Verdict(passed=False, reason=str(exc))
+            action = await self._decide(step, None, outcome, verdict, attempt=1)
+            await self._record(step, outcome, verdict, attempts=1, tool_name=step.tool_name)
+            return action if isinstance(action, Replan | Abort) else _abort_for(step, outcome)
+        attempt, tried = 1, {spec.name}
+        while True:
+            outcome = await self._call(step, spec, attempt)
+            verdict = await c.evaluator.evaluate(step, spec, outcome)
+            if verdict.passed:
+                await self._record(step, outcome, verdict, attempts=attempt, tool_name=spec.name)
+                return None
+            action = await self._decide(step, spec, outcome, verdict, attempt=attempt)
+            match action:
+                case Retry():
+                    self._run.emit(
+                        EventKind.RETRY,
+                        step_id=step.step_id,
+                        attempt=attempt,
+                        **_retry_data(action),
+                    )
+                    await c.clock.sleep(action.delay_s)
+                    attempt += 1
+                case UseFallback():
+                    fallback = self._fallback(action, tried)
+                    if fallback is None:
+                        await self._record(step, outcome, verdict, attempt, tool_name=spec.name)
+                        return _abort_for(step, outcome)
+                    self._run.emit(
+                        EventKind.FALLBACK,
+                        step_id=step.step_id,
+                        from_tool=spec.name,
+                        to_tool=fallback.name,
+                        reason=action.reason,
+                    )
+                    spec, attempt = fallback, 1
+                    tried.add(spec.name)
+                case Replan() | Abort():
+                    await self._record(step, outcome, verdict, attempt, tool_name=spec.name)
+                    return action
+                case _:
+                    assert_never(action)
+
+    def _fallback(self, action: UseFallback, tried: set[str]) -> ToolSpec | None:
+        if action.tool_name in tried:
+            return None  # a fallback cycle: each tool is tried once per step
+        try:
+            return self._c.router.get(action.tool_name)
+        except UnknownTool:
+            return None
+
+    async def _call(self, step: PlanStep, spec: ToolSpec, attempt: int) -> ToolOutcome:
+        run, c = self._run, self._c
+        run.emit(
+            EventKind.STEP_STARTED,
+            step_id=step.step_id,
+            tool_name=spec.name,
+            description=step.description,
+            attempt=attempt,
+        )
+        try:
+            args = spec.validate_args(step.tool_args)
+        except InvalidToolArgs as exc:
+            outcome = ToolOutcome.failure(ToolErrorKind.INVALID_ARGS, str(exc))
+        else:
+            denied = await self._authorize(step, spec, stage="execute")
+            if denied is not None:
+                outcome = denied
+            else:
+                call = ToolCall(
+                    run_id=run.run_id,
+                    step_id=step.step_id,
+                    tool_name=spec.name,
+                    args=args,
+                    attempt=attempt,
+                )
+                outcome = await c.sandbox.run(
+                    call, spec, deadline=run.deadline, principal=self._principal
+                )
+        run.emit(
+            EventKind.STEP_FINISHED,
+            step_id=step.step_id,
+            tool_name=spec.name,
+            ok=outcome.ok,
+            error_kind=outcome.error_kind.value if outcome.error_kind else None,
+            error=outcome.error,
+            duration_s=round(outcome.duration_s, 6),
+        )
+        return outcome
+
+    async def _authorize(
+        self, step: PlanStep, spec: ToolSpec, *, stage: Literal["plan", "execute"]
+    ) -> ToolOutcome | None:
+        decision = await self._c.gate.authorize(
+            self._principal, spec, step.tool_args, stage=stage, run_id=self._run.run_id
+        )
+        if decision.allowed:
+            return None
+        self._run.emit(
+            EventKind.DENIED,
+            step_id=step.step_id,
+            tool_name=spec.name,
+            stage=stage,
+            reason=decision.reason,
+        )
+        return ToolOutcome.failure(ToolErrorKind.DENIED, decision.reason)
+
+    async def _decide(
+        self,
+        step: PlanStep,
+        spec: ToolSpec | None,
+        outcome: ToolOutcome,
+        verdict: Verdict,
+        *,
+        attempt: int,
+    ) -> RecoveryAction:
+        return await self._c.recovery.decide(
+            Failure(
+                reason=verdict.reason or outcome.error or "step failed",
+                step=step,
+                spec=spec,
+                outcome=outcome,
+                verdict=verdict,
+                attempt=attempt,
+                replans_used=self._run.replans,
+                time_left_s=self._run.time_left_s,
+            )
+        )
+
+    async def _record(
+        self,
+        step: PlanStep,
+        outcome: ToolOutcome,
+        verdict: Verdict,
+        attempts: int,
+        *,
+        tool_name: str,
+    ) -> None:
+        if verdict.passed:
+            status = StepStatus.SUCCESS
+        elif outcome.error_kind is ToolErrorKind.DENIED:
+            status = StepStatus.DENIED
+        else:
+            status = StepStatus.FAILED
+        await self._run.record_step(
+            StepRecord(
+                step=step,
+                status=status,
+                outcome=outcome,
+                verdict=verdict,
+                attempts=attempts,
+                plan_revision=self._run.replans,
+                tool_name=tool_name,
+            )
+        )
+
+
+def _retry_data(action: Retry) -> dict[str, object]:
+    return {"delay_s": round(action.delay_s, 3), "reason": action.reason}
+
+
+def _abort_for(step: PlanStep, outcome: ToolOutcome) -> Abort:
+    return Abort(
+        reason=f"step {step.step_id} ({step.tool_name}) failed: {outcome.error}",
+        user_message=f"Sorry, I could not complete this step: {step.description}.",
+    )

@@ -1,0 +1,173 @@
+"""The run's state machine and its checkpoint at every transition.
+
+```
+admitted → planning → running ⇄ awaiting_approval → completed | failed | aborted | cancelled
+                        ↑   │
+                        └───┘ (replanning goes back to planning)
+```
+
+`RunState` is a run's mutable state while one flow owns it. Every transition is checked against
+`ALLOWED` and persisted (run row + events) before the flow goes on, so a run is inspectable while it
+runs and after a crash. Work per step is constant: a step is one row, its events a few rows; nothing
+of the run's history is rewritten or rescanned.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from bastion.clock import Clock
+from bastion.errors import BastionError
+from bastion.memory.interface import MemoryManager
+from bastion.messages import (
+    AgentPlan,
+    AgentRequest,
+    EventKind,
+    Principal,
+    RunEvent,
+    RunStatus,
+    StepRecord,
+)
+
+logger = logging.getLogger("bastion.flow")
+
+#: Called with every event of a run as it happens (the CLI's live progress, tests). Must not block.
+EventSink = Callable[[RunEvent], None]
+
+_S = RunStatus
+ALLOWED: Mapping[RunStatus, frozenset[RunStatus]] = {
+    _S.ADMITTED: frozenset({_S.PLANNING, _S.FAILED, _S.ABORTED, _S.CANCELLED}),
+    _S.PLANNING: frozenset({_S.RUNNING, _S.COMPLETED, _S.FAILED, _S.ABORTED, _S.CANCELLED}),
+    _S.RUNNING: frozenset(
+        {_S.PLANNING, _S.AWAITING_APPROVAL, _S.COMPLETED, _S.FAILED, _S.ABORTED, _S.CANCELLED}
+    ),
+    _S.AWAITING_APPROVAL: frozenset({_S.RUNNING, _S.FAILED, _S.ABORTED, _S.CANCELLED}),
+    _S.COMPLETED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.ABORTED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+
+class IllegalTransition(BastionError):
+    """A bug: the flow tried a transition the state machine forbids."""
+
+
+def check_transition(old: RunStatus, new: RunStatus) -> None:
+    """Raise `IllegalTransition` unless ``old → new`` is allowed."""
+    if new not in ALLOWED[old]:
+        raise IllegalTransition(f"run cannot go from {old.value} to {new.value}")
+
+
+class RunState:
+    """One run's state, owned by one flow. Not shared between runs or tasks."""
+
+    def __init__(
+        self,
+        *,
+        request: AgentRequest,
+        memory: MemoryManager,
+        clock: Clock,
+        deadline: float,
+        on_event: EventSink | None = None,
+    ) -> None:
+        self.request = request
+        self.run_id = request.run_id
+        self.status = RunStatus.ADMITTED
+        self.deadline = deadline
+        self.principal: Principal | None = None
+        self.plan: AgentPlan | None = None
+        self.records: list[StepRecord] = []
+        self.replans = 0
+        self.model_calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.model_name: str | None = None
+        self._memory = memory
+        self._clock = clock
+        self._on_event = on_event
+        self._seq = 0
+        self._pending: list[RunEvent] = []
+
+    @property
+    def time_left_s(self) -> float:
+        """Seconds before the run's deadline (negative once past it)."""
+        return self.deadline - self._clock.monotonic()
+
+    async def begin(self) -> None:
+        """Persist the run in status `admitted`."""
+        await self._memory.create_run(self.request, at=self._clock.now())
+        self.emit(EventKind.STATUS, status=RunStatus.ADMITTED.value)
+        await self.flush()
+
+    async def transition(
+        self,
+        new: RunStatus,
+        *,
+        answer: str | None = None,
+        error: str | None = None,
+        total_cost_usd: Decimal | None = None,
+    ) -> None:
+        """Move to `new` and checkpoint (run row, then the events so far)."""
+        check_transition(self.status, new)
+        self.status = new
+        await self._memory.update_run(
+            self.run_id,
+            status=new,
+            at=self._clock.now(),
+            answer=answer,
+            error=error,
+            total_cost_usd=total_cost_usd,
+            model=self.model_name,
+        )
+        data: dict[str, Any] = {"status": new.value}
+        if error is not None:
+            data["error"] = error
+        self.emit(EventKind.STATUS, **data)
+        await self.flush()
+
+    async def save_plan(self, plan: AgentPlan) -> None:
+        """Keep a plan revision and announce it."""
+        self.plan = plan
+        await self._memory.save_plan(self.run_id, plan)
+        self.emit(
+            EventKind.PLAN,
+            revision=plan.revision,
+            reasoning=plan.reasoning,
+            steps=[
+                {"step_id": s.step_id, "tool_name": s.tool_name, "description": s.description}
+                for s in plan.steps
+            ],
+        )
+        await self.flush()
+
+    async def record_step(self, record: StepRecord) -> None:
+        """Append a step record (one row) and flush the events that led to it."""
+        index = len(self.records)
+        self.records.append(record)
+        await self._memory.save_step(self.run_id, index, record)
+        await self.flush()
+
+    def emit(self, kind: EventKind, **data: Any) -> RunEvent:
+        """Create the next event, hand it to the sink, and queue it for the next flush."""
+        self._seq += 1
+        event = RunEvent(
+            run_id=self.run_id, seq=self._seq, kind=kind, at=self._clock.now(), data=data
+        )
+        self._pending.append(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                # A broken progress display must never break the run it displays.
+                logger.exception("event sink failed on %s event of run %s", kind, self.run_id)
+        return event
+
+    async def flush(self) -> None:
+        """Persist queued events."""
+        if self._pending:
+            events, self._pending = self._pending, []
+            await self._memory.append_events(events)

@@ -1,0 +1,397 @@
+"""`SqlMemory`: the default Memory Manager, on SQLite or PostgreSQL through SQLAlchemy Core.
+
+Runs are written as they go, one small statement per transition, step or batch of events, so a run
+is inspectable while it is under way and nothing ever rewrites its history: a plan revision is one
+row, a step record one row (replaced in place when the step is retried), an event one row.
+Dataclasses go into JSON columns through `bastion.storage.codec` and come back equal.
+
+Reads take only what they need: `get_run` the run's header, latest plan, steps and events;
+`list_runs` headers only; `load_context` a few pages of the newest turns
+(`bastion.memory.context.read_context`).
+
+Caller mistakes (an unknown run, a run id used twice, an event ``seq`` repeated) raise
+`ValueError` naming the run; database outages propagate as SQLAlchemy errors, except at `start`,
+where an unreachable database is a `ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bastion.clock import Clock
+from bastion.errors import ConfigError
+from bastion.memory.context import read_context
+from bastion.memory.interface import MemoryContext, MemoryManager, RunRecord
+from bastion.messages import (
+    AgentPlan,
+    AgentRequest,
+    AgentResponse,
+    EventKind,
+    RunEvent,
+    RunStatus,
+    StepRecord,
+)
+from bastion.storage.codec import (
+    decode_plan,
+    decode_step_record,
+    encode_json_object,
+    encode_plan,
+    encode_step_record,
+)
+from bastion.storage.engine import begin_write, create_engine, upsert
+from bastion.storage.migrations import migrate
+from bastion.storage.tables import run_events, run_plans, run_steps, runs, session_turns
+
+
+class SqlMemory(MemoryManager):
+    """Sessions and runs in a SQL database (SQLite or PostgreSQL).
+
+    Use it as ``async with SqlMemory.from_url(url, clock=clock) as memory: ...``, or call `start`
+    and `close` yourself.
+
+    Args:
+        engine: the database, as made by `bastion.storage.create_engine`.
+        clock: stamps turns and plan revisions.
+        owns_engine: whether `close` disposes of `engine` (False when it is shared with other
+            stores).
+    """
+
+    def __init__(self, *, engine: AsyncEngine, clock: Clock, owns_engine: bool = False) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._owns_engine = owns_engine
+        self._started = False
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Clock) -> SqlMemory:
+        """A `SqlMemory` on its own engine for `url`, disposed of by `close`.
+
+        Raises:
+            ConfigError: the URL is bad or unsupported (see `bastion.storage.create_engine`).
+        """
+        return cls(engine=create_engine(url), clock=clock, owns_engine=True)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine this memory reads and writes through."""
+        return self._engine
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Bring the schema up to date (a no-op when it is); safe to call twice.
+
+        Raises:
+            ConfigError: the database cannot be reached, or its schema is newer than this Bastion.
+        """
+        try:
+            async with self._engine.connect():
+                pass
+        except Exception as exc:  # each driver raises its own errors on connect (asyncpg's bare)
+            url = self._engine.url.render_as_string(hide_password=True)
+            raise ConfigError(
+                f"cannot connect to the database {url!r}: {exc!r}. Check that it is running and "
+                "that the URL, user and permissions are right"
+            ) from exc
+        await migrate(self._engine)
+        self._started = True
+
+    async def close(self) -> None:
+        """Stop; dispose of the engine if this memory owns it. Safe to call twice."""
+        self._started = False
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    async def load_context(self, request: AgentRequest, *, token_budget: int) -> MemoryContext:
+        """The session's most recent turns, oldest first, whose estimated tokens fit the budget.
+
+        Only turns of `request`'s session *and* user are read: a session id guessed or reused by
+        another user reveals nothing.
+
+        Raises:
+            ValueError: `token_budget` is negative.
+        """
+        self._check_started()
+        async with self._engine.connect() as connection:
+            return await read_context(
+                connection,
+                session_id=request.session_id,
+                user_id=request.user_id,
+                token_budget=token_budget,
+            )
+
+    async def persist_turns(self, request: AgentRequest, response: AgentResponse) -> None:
+        """Append the user's message, then the answer, to the session (one transaction)."""
+        self._check_started()
+        now = self._clock.now()
+        common = {
+            "session_id": request.session_id,
+            "user_id": request.user_id,
+            "at": now,
+            "run_id": request.run_id,
+        }
+        async with begin_write(self._engine) as connection:
+            # Two statements, not one executemany, so that the answer's id is surely the higher.
+            await connection.execute(
+                sa.insert(session_turns).values(role="user", content=request.message, **common)
+            )
+            await connection.execute(
+                sa.insert(session_turns).values(
+                    role="assistant", content=response.message, **common
+                )
+            )
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def create_run(self, request: AgentRequest, *, at: datetime) -> None:
+        """Insert the run in status ``admitted``.
+
+        Raises:
+            ValueError: a run with this id already exists.
+        """
+        self._check_started()
+        row = {
+            "run_id": request.run_id,
+            "user_id": request.user_id,
+            "session_id": request.session_id,
+            "request_message": request.message,
+            "status": RunStatus.ADMITTED.value,
+            "created_at": at,
+            "updated_at": at,
+            "total_cost_usd": Decimal(0),
+        }
+        try:
+            async with begin_write(self._engine) as connection:
+                await connection.execute(sa.insert(runs).values(row))
+        except IntegrityError as exc:
+            raise ValueError(
+                f"run {request.run_id!r} already exists: every request needs a fresh run_id"
+            ) from exc
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        at: datetime,
+        answer: str | None = None,
+        error: str | None = None,
+        total_cost_usd: Decimal | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Record a transition; fields left as None keep their stored value.
+
+        Raises:
+            ValueError: no run has this id.
+        """
+        self._check_started()
+        values: dict[str, Any] = {"status": status.value, "updated_at": at}
+        optional = {
+            "answer": answer,
+            "error": error,
+            "total_cost_usd": total_cost_usd,
+            "model": model,
+        }
+        values.update({name: value for name, value in optional.items() if value is not None})
+        async with begin_write(self._engine) as connection:
+            result = await connection.execute(
+                sa.update(runs).where(runs.c.run_id == run_id).values(values)
+            )
+            if result.rowcount == 0:
+                raise ValueError(f"cannot update run {run_id!r}: no such run (create_run it first)")
+
+    async def save_plan(self, run_id: str, plan: AgentPlan) -> None:
+        """Keep `plan` as revision ``plan.revision`` of the run (saving one again replaces it).
+
+        Raises:
+            ValueError: no run has this id.
+        """
+        self._check_started()
+        row = {
+            "run_id": run_id,
+            "revision": plan.revision,
+            "plan": encode_plan(plan),
+            "created_at": self._clock.now(),
+        }
+        await self._upsert(run_plans, row, keys=("run_id", "revision"), what="a plan")
+
+    async def save_step(self, run_id: str, index: int, record: StepRecord) -> None:
+        """Insert the run's `index`-th step record, or replace it (a retried step).
+
+        Raises:
+            ValueError: `index` is negative, or no run has this id.
+        """
+        self._check_started()
+        if index < 0:
+            raise ValueError(f"step index must not be negative, got {index}")
+        row = {
+            "run_id": run_id,
+            "idx": index,
+            "record": encode_step_record(record),
+            "status": record.status.value,
+            "tool_name": record.tool_name or record.step.tool_name,
+        }
+        await self._upsert(run_steps, row, keys=("run_id", "idx"), what=f"step {index}")
+
+    async def append_events(self, events: Sequence[RunEvent]) -> None:
+        """Append `events` in one statement; an empty sequence writes nothing.
+
+        Raises:
+            ValueError: an event names an unknown run, or repeats a ``seq`` already recorded.
+        """
+        self._check_started()
+        if not events:
+            return
+        rows = [
+            {
+                "run_id": e.run_id,
+                "seq": e.seq,
+                "kind": e.kind.value,
+                "at": e.at,
+                "data": encode_json_object(e.data),
+            }
+            for e in events
+        ]
+        try:
+            async with begin_write(self._engine) as connection:
+                await connection.execute(sa.insert(run_events), rows)
+        except IntegrityError as exc:
+            raise await self._integrity_error(
+                {e.run_id for e in events},
+                "events",
+                "an event's seq is already recorded for its run (seq must be unique per run)",
+            ) from exc
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with its latest plan, its steps by index and its events by ``seq``."""
+        self._check_started()
+        async with self._engine.connect() as connection:
+            header = (
+                await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))
+            ).one_or_none()
+            if header is None:
+                return None
+            plan = await connection.scalar(
+                sa.select(run_plans.c.plan)
+                .where(run_plans.c.run_id == run_id)
+                .order_by(run_plans.c.revision.desc())
+                .limit(1)
+            )
+            steps = await connection.scalars(
+                sa.select(run_steps.c.record)
+                .where(run_steps.c.run_id == run_id)
+                .order_by(run_steps.c.idx)
+            )
+            events = await connection.execute(
+                sa.select(run_events)
+                .where(run_events.c.run_id == run_id)
+                .order_by(run_events.c.seq)
+            )
+            return _run_record(
+                header,
+                plan=None if plan is None else decode_plan(plan),
+                steps=tuple(decode_step_record(s) for s in steps),
+                events=tuple(_run_event(e) for e in events),
+            )
+
+    async def list_runs(
+        self, *, user_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        """Run headers (no plan, steps or events), newest first.
+
+        Raises:
+            ValueError: `limit` is below 1.
+        """
+        self._check_started()
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.run_id.desc())
+        if user_id is not None:
+            query = query.where(runs.c.user_id == user_id)
+        if status is not None:
+            query = query.where(runs.c.status == status.value)
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(query.limit(limit))
+            return [_run_record(row) for row in rows]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _check_started(self) -> None:
+        if not self._started:
+            raise RuntimeError(
+                "SqlMemory is not started: await memory.start() (or use 'async with memory') "
+                "before using it"
+            )
+
+    async def _upsert(
+        self, table: sa.Table, row: dict[str, Any], *, keys: Sequence[str], what: str
+    ) -> None:
+        try:
+            async with begin_write(self._engine) as connection:
+                await connection.execute(upsert(connection, table, row, keys=keys))
+        except IntegrityError as exc:
+            raise await self._integrity_error({row["run_id"]}, what, str(exc.orig)) from exc
+
+    async def _integrity_error(
+        self, run_ids: Collection[str], what: str, otherwise: str
+    ) -> ValueError:
+        """Explain a failed write: most often its run does not exist (a foreign key failed)."""
+        async with self._engine.connect() as connection:
+            known = set(
+                await connection.scalars(sa.select(runs.c.run_id).where(runs.c.run_id.in_(run_ids)))
+            )
+        unknown = sorted(set(run_ids) - known)
+        if unknown:
+            return ValueError(f"cannot save {what}: no such run {unknown} (create_run it first)")
+        return ValueError(f"cannot save {what} for run(s) {sorted(run_ids)}: {otherwise}")
+
+
+def _run_record(
+    row: sa.Row[Any],
+    *,
+    plan: AgentPlan | None = None,
+    steps: tuple[StepRecord, ...] = (),
+    events: tuple[RunEvent, ...] = (),
+) -> RunRecord:
+    return RunRecord(
+        run_id=row.run_id,
+        user_id=row.user_id,
+        session_id=row.session_id,
+        request_message=row.request_message,
+        status=RunStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        answer=row.answer,
+        error=row.error,
+        total_cost_usd=row.total_cost_usd,
+        model=row.model,
+        plan=plan,
+        steps=steps,
+        events=events,
+    )
+
+
+def _run_event(row: sa.Row[Any]) -> RunEvent:
+    return RunEvent(
+        run_id=row.run_id, seq=row.seq, kind=EventKind(row.kind), at=row.at, data=row.data
+    )

@@ -1,0 +1,234 @@
+"""Connecting to Bastion's database, and the few places where SQLite and PostgreSQL differ.
+
+Every store (memory, audit, ledger, approvals) shares one `AsyncEngine` made here, so the SQLite
+tuning and the URL rules live in one place:
+
+* a URL is checked and rewritten to an async driver once, at start (`create_engine`); a bad one
+  is a `ConfigError` naming it, password masked;
+* SQLite gets WAL (readers never block the writer; switched on once when the engine is made,
+  before its pool opens a connection), ``synchronous=NORMAL`` (durable at each checkpoint, safe
+  with WAL), foreign keys and a busy timeout on every new connection; and
+  SQLAlchemy, not the ``sqlite3`` module, emits ``BEGIN``, because the module's legacy mode
+  autocommits DDL and never begins a transaction for a ``SELECT``: migrations would not be atomic
+  and reads would not see one snapshot;
+* `begin_write` opens a transaction that takes SQLite's write lock at once (``BEGIN IMMEDIATE``):
+  a deferred transaction that reads and then writes can fail with "database is locked" instead of
+  waiting for the busy timeout, when another connection wrote in between;
+* `upsert` builds ``INSERT ... ON CONFLICT DO UPDATE`` with the dialect's own construct (both
+  backends speak it, but SQLAlchemy has no portable spelling).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bastion.errors import ConfigError
+
+SQLITE_DRIVER = "sqlite+aiosqlite"
+POSTGRES_DRIVER = "postgresql+asyncpg"
+
+_DRIVERS = {
+    "sqlite": SQLITE_DRIVER,
+    SQLITE_DRIVER: SQLITE_DRIVER,
+    "postgresql": POSTGRES_DRIVER,
+    "postgres": POSTGRES_DRIVER,
+    POSTGRES_DRIVER: POSTGRES_DRIVER,
+}
+
+_WAL = "PRAGMA journal_mode=WAL"
+
+#: Applied to every new SQLite connection; see the module docstring for why each.
+#: The busy timeout comes first so that switching the journal to WAL, which needs a lock, waits
+#: for another connection instead of failing.
+SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",
+    _WAL,
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+# The execution option `begin_write` sets; the "begin" hook reads it to choose the BEGIN mode.
+_BEGIN_MODE = "bastion_sqlite_begin"
+
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def mask_url(url: str) -> str:
+    """`url` with its password replaced by ``***`` (for messages and logs)."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+def normalize_url(url: str) -> URL:
+    """Parse `url` and rewrite it to the async driver Bastion uses for its backend.
+
+    ``sqlite:///`` becomes ``sqlite+aiosqlite:///``; ``postgresql://`` and ``postgres://`` become
+    ``postgresql+asyncpg://``.
+
+    Raises:
+        ConfigError: the URL does not parse, names another database or driver, or is an in-memory
+            SQLite database (each pooled connection would get its own empty database).
+    """
+    shown = mask_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"database URL {shown!r} is not a valid URL: use e.g. 'sqlite:///path/to/bastion.db' "
+            "or 'postgresql://user@host/dbname'"
+        ) from exc
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ConfigError(
+            f"database URL {shown!r} uses {parsed.drivername!r}, which Bastion does not support: "
+            f"use '{SQLITE_DRIVER}' (or 'sqlite') or '{POSTGRES_DRIVER}' (or 'postgresql')"
+        )
+    parsed = parsed.set(drivername=driver)
+    if driver == SQLITE_DRIVER and parsed.database in (None, "", ":memory:"):
+        raise ConfigError(
+            f"database URL {shown!r} is an in-memory SQLite database, which Bastion does not "
+            "support (each pooled connection would see its own empty database): give a file path"
+        )
+    if driver == POSTGRES_DRIVER and not parsed.database:
+        raise ConfigError(f"database URL {shown!r} names no database: add '/dbname' to it")
+    return parsed
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for `url` (SQLite or PostgreSQL), tuned for Bastion.
+
+    For SQLite, the file (and its directory) is created if missing and switched to WAL, here and
+    now: a bad path fails at start rather than at the first query.
+
+    Raises:
+        ConfigError: the URL is bad or unsupported, the SQLite file cannot be created or opened, or
+            the PostgreSQL driver is not installed.
+    """
+    parsed = normalize_url(url)
+    if parsed.drivername == SQLITE_DRIVER:
+        _prepare_sqlite_file(parsed, url)
+    try:
+        # A server connection can die while pooled (restart, idle timeout); a SQLite file cannot.
+        engine = create_async_engine(parsed, pool_pre_ping=parsed.drivername == POSTGRES_DRIVER)
+    except (ModuleNotFoundError, NoSuchModuleError) as exc:
+        raise ConfigError(
+            f"cannot open {mask_url(url)!r}: its driver is not installed ({exc}); for PostgreSQL "
+            "install the extra: pip install 'bastion-agents[postgres]'"
+        ) from exc
+    if parsed.drivername == SQLITE_DRIVER:
+        _tune_sqlite(engine)
+    return engine
+
+
+def _prepare_sqlite_file(parsed: URL, url: str) -> None:
+    """Create the file's directory, and switch the file to WAL before any pool connects to it.
+
+    Switching needs a moment alone with the file; done here, once, the pool's connections find WAL
+    already on and never meet a file half in the old rollback-journal mode.
+    """
+    if parsed.query.get("uri"):
+        return  # a "file:" URI: SQLite resolves it, there is no plain path to prepare
+    assert parsed.database is not None  # normalize_url refuses a URL without one
+    path = Path(parsed.database).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the directory {str(path.parent)!r} for database {mask_url(url)!r}: "
+            f"{exc}"
+        ) from exc
+    try:
+        connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+        try:
+            _switch_to_wal(connection.cursor())
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot open the SQLite database {str(path)!r}: {exc}") from exc
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 module (see the module docstring); with it gone, the
+        # pragmas below also run outside any transaction, which journal_mode=WAL requires.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                if pragma == _WAL:
+                    _switch_to_wal(cursor)
+                else:
+                    cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get(_BEGIN_MODE, "")
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    try:
+        cursor.execute(_WAL)
+    except sqlite3.OperationalError:
+        # Several connections switching a new file to WAL at once: the losers get "database is
+        # locked" at once, as SQLite calls no busy handler there. A read (which does wait, and
+        # refreshes this connection's view of the file) shows whether a winner switched it; if
+        # none did, one more try, now that the others are done.
+        cursor.execute("SELECT count(*) FROM sqlite_master")
+        cursor.fetchall()
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() != "wal":
+            cursor.execute(_WAL)
+
+
+@asynccontextmanager
+async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction for writes: committed on exit, rolled back on an exception.
+
+    On SQLite it begins with ``BEGIN IMMEDIATE``, taking the database's write lock at once (waiting
+    up to the busy timeout for another writer), so a read-then-write transaction cannot fail
+    half-way on a lock. On PostgreSQL it is an ordinary transaction.
+    """
+    async with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            await connection.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
+        async with connection.begin():
+            yield connection
+
+
+def upsert(
+    connection: AsyncConnection, table: sa.Table, row: Mapping[str, Any], *, keys: Sequence[str]
+) -> sa.Insert:
+    """``INSERT`` `row` into `table`, or, where its `keys` match a row already there, update that.
+
+    Every column of `row` that is not one of `keys` is overwritten. The statement is built for
+    `connection`'s dialect; execute it there.
+
+    Raises:
+        ConfigError: `connection` is neither SQLite nor PostgreSQL.
+    """
+    name = connection.dialect.name
+    if name == "sqlite":
+        sqlite_stmt = sqlite.insert(table).values(dict(row))
+        updates = {c: sqlite_stmt.excluded[c] for c in row if c not in keys}
+        return sqlite_stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+    if name == "postgresql":
+        pg_stmt = postgresql.insert(table).values(dict(row))
+        updates = {c: pg_stmt.excluded[c] for c in row if c not in keys}
+        return pg_stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+    raise ConfigError(f"upsert is not implemented for the {name!r} dialect")

@@ -1,0 +1,104 @@
+"""Bring a database's schema up to the version this Bastion knows: a tiny, linear migration runner.
+
+Why not Alembic: Bastion has one linear schema, runs on async engines, and must migrate SQLite and
+PostgreSQL alike at every start of the app, from code, with no ``alembic.ini``, ``env.py`` or
+scripts directory shipped to users. For that, an ordered tuple of functions and a version table
+are enough and can be read in one sitting. When the schema needs branching migrations,
+autogeneration or downgrades, Alembic can take over: its first revision is the schema at the
+version this runner last reached.
+
+How it works: `MIGRATIONS[i]` takes the schema from version ``i`` to ``i + 1``; it is a function of
+a (synchronous) SQLAlchemy connection, run inside a transaction with the ``bastion_schema_version``
+row that records it, so a migration is applied whole or not at all. Each transaction first takes
+the migration lock, then reads the version; a second process starting at the same time waits for
+the lock and then finds the work done. The lock is ``pg_advisory_xact_lock`` on PostgreSQL (held
+until the transaction ends) and SQLite's write lock (``BEGIN IMMEDIATE``) on SQLite.
+
+Rule for later migrations: a migration's effect must never change. `_create_tables_v1` builds the
+tables from `bastion.storage.tables` as they stand at v1; a later migration that alters a table
+must first copy the v1 definition of that table here, so that v1 keeps creating what it always did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bastion.errors import ConfigError
+from bastion.storage import tables
+from bastion.storage.engine import begin_write
+
+#: Takes the schema one version up, inside the caller's transaction.
+Migration = Callable[[sa.Connection], None]
+
+#: A fixed key for ``pg_advisory_xact_lock``: every Bastion process migrating one database uses it.
+MIGRATION_LOCK_KEY = 0x62617374696F6E  # "bastion" in ASCII
+
+
+def _create_tables_v1(connection: sa.Connection) -> None:
+    tables.metadata.create_all(
+        connection,
+        tables=[
+            tables.runs,
+            tables.run_plans,
+            tables.run_steps,
+            tables.run_events,
+            tables.session_turns,
+            tables.audit_log,
+        ],
+    )
+
+
+#: Every migration, in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
+MIGRATIONS: tuple[Migration, ...] = (_create_tables_v1,)
+
+#: The schema version this Bastion writes and reads.
+LATEST_VERSION = len(MIGRATIONS)
+
+
+async def migrate(engine: AsyncEngine, *, migrations: tuple[Migration, ...] = MIGRATIONS) -> int:
+    """Apply the migrations the database has not had yet; return the version it is now at.
+
+    Safe to call at every start, and from several processes at once: at most one applies each
+    migration, the others wait and then see it applied.
+
+    Args:
+        engine: the database to migrate.
+        migrations: the migrations to apply; only tests pass anything but `MIGRATIONS`.
+
+    Raises:
+        ConfigError: the database is at a newer version than `migrations` reach (it was migrated
+            by a newer Bastion, whose schema this one cannot be trusted to read or write).
+    """
+    while True:
+        async with begin_write(engine) as connection:
+            await _lock(connection)
+            await connection.run_sync(tables.schema_version.create, checkfirst=True)
+            version = await current_version(connection)
+            if version > len(migrations):
+                raise ConfigError(
+                    f"database schema v{version} is newer than this Bastion "
+                    f"(v{len(migrations)}): upgrade Bastion"
+                )
+            if version == len(migrations):
+                return version
+            await connection.run_sync(migrations[version])
+            await connection.execute(sa.insert(tables.schema_version).values(version=version + 1))
+
+
+async def current_version(connection: AsyncConnection) -> int:
+    """The highest migration applied to the database (0 for a database Bastion never migrated)."""
+    if not await connection.run_sync(
+        lambda sync: sa.inspect(sync).has_table(tables.schema_version.name)
+    ):
+        return 0
+    found = await connection.scalar(sa.select(sa.func.max(tables.schema_version.c.version)))
+    return int(found or 0)
+
+
+async def _lock(connection: AsyncConnection) -> None:
+    # SQLite needs nothing more: begin_write's BEGIN IMMEDIATE already holds the write lock.
+    if connection.dialect.name == "postgresql":
+        await connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))

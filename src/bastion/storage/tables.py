@@ -1,0 +1,202 @@
+"""Every Bastion table, in one `MetaData`, in SQLAlchemy Core, portable to SQLite and PostgreSQL.
+
+The tables are defined once here and created by `bastion.storage.migrations`; stores import the
+`Table` objects and write Core statements against them (no ORM: our in-process values are frozen
+dataclasses, and a store's queries should read as the SQL they run).
+
+Two column types make the backends agree on values, not just on shapes:
+
+* `UtcDateTime`: SQLite has no time zones and would silently drop an offset (storing 12:00+02:00
+  as 12:00). Values are converted to UTC on the way in, and come back aware UTC from both backends;
+  a naive datetime is refused, since nobody can tell which zone it meant.
+* `Money`: an exact `Decimal` both ways. PostgreSQL stores an unbounded ``NUMERIC`` (exact, and
+  SQL can sum it); SQLite, whose ``NUMERIC`` is a float, stores the decimal's text. Unbounded rather
+  than ``NUMERIC(18, 8)`` because a single token of a cheap model costs less than 1e-8 USD, and
+  rounding would make a ledger disagree with the sum of its entries.
+
+JSON columns hold what `bastion.storage.codec` produces (JSONB on PostgreSQL).
+Status columns hold a `StrEnum`'s value as plain text, so adding a status needs no migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware datetime, stored in UTC and read back as aware UTC on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"naive datetime {value.isoformat()} cannot be stored: pass an aware UTC "
+                "datetime (from the injected Clock's now())"
+            )
+        value = value.astimezone(UTC)
+        # SQLite's DATETIME ignores tzinfo; strip it so nothing depends on how it ignores it.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Money(sa.TypeDecorator[Decimal]):
+    """An exact `Decimal` amount: unbounded ``NUMERIC`` on PostgreSQL, text on SQLite."""
+
+    impl = sa.String(64)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+        return dialect.type_descriptor(sa.String(64))
+
+    def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, Decimal | int):
+            raise TypeError(
+                f"money must be a Decimal, not {type(value).__name__} ({value!r}): floats are "
+                "inexact; build it with Decimal('0.01')"
+            )
+        amount = Decimal(value)
+        if not amount.is_finite():
+            raise ValueError(f"money must be a finite amount, not {amount}")
+        return amount if dialect.name == "postgresql" else str(amount)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+#: JSON, stored as JSONB on PostgreSQL (compact, indexable) and as text on SQLite.
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+#: A string identifier: run ids, user ids, session ids, principal ids.
+_Id = sa.String(255)
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: Which migrations have been applied: one row per version (see `bastion.storage.migrations`).
+schema_version = sa.Table(
+    "bastion_schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column(
+        "applied_at", UtcDateTime, nullable=False, server_default=sa.func.current_timestamp()
+    ),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", _Id, primary_key=True),
+    sa.Column("user_id", _Id, nullable=False),
+    sa.Column("session_id", _Id, nullable=False),
+    sa.Column("request_message", sa.Text, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("answer", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("total_cost_usd", Money, nullable=False),
+    sa.Column("model", _Id),
+    # A user's history, newest first; and the dashboard's "every run, newest first" / "by status".
+    sa.Index(None, "user_id", "created_at"),
+    sa.Index(None, "status", "created_at"),
+    sa.Index(None, "created_at"),
+)
+
+
+def _run_fk() -> sa.ForeignKey:
+    return sa.ForeignKey(runs.c.run_id, ondelete="CASCADE")
+
+
+run_plans = sa.Table(
+    "run_plans",
+    metadata,
+    sa.Column("run_id", _Id, _run_fk(), primary_key=True),
+    sa.Column("revision", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("plan", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+run_steps = sa.Table(
+    "run_steps",
+    metadata,
+    sa.Column("run_id", _Id, _run_fk(), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("record", Json, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    #: The tool actually run (a fallback's name when one replaced the planned tool).
+    sa.Column("tool_name", _Id, nullable=False),
+)
+
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("run_id", _Id, _run_fk(), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("data", Json, nullable=False),
+)
+
+# SQLite only autoincrements an "INTEGER PRIMARY KEY"; PostgreSQL gets a 64-bit identity.
+_Serial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+#: Not tied to `runs` by a foreign key: a session's history outlives the runs that wrote it.
+session_turns = sa.Table(
+    "session_turns",
+    metadata,
+    sa.Column("id", _Serial, primary_key=True, autoincrement=True),
+    sa.Column("session_id", _Id, nullable=False),
+    sa.Column("user_id", _Id, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("run_id", _Id),
+    sa.Index(None, "session_id", "id"),
+)
+
+#: Append-only and hash-chained; written by `bastion.gate.audit`, whose code relies on these names.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", _Serial, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("principal_id", _Id),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("run_id", _Id),
+    sa.Column("tool_name", _Id),
+    sa.Column("stage", sa.String(16)),
+    sa.Column("details", Json, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
