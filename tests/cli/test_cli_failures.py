@@ -90,7 +90,9 @@ def test_budget_too_small(capsys, tmp_path):
     )
     [result] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # A free model fits any budget, even zero: the run completes and costs nothing.
-    assert code == 0 and result["status"] == "completed" and result["total_cost_usd"] == "0"
+    assert code == 0
+    assert result["status"] == "completed"
+    assert result["total_cost_usd"] == "0"
 
 
 def test_budget_too_small_for_a_priced_model(capsys, monkeypatch):
@@ -116,8 +118,10 @@ def test_budget_too_small_for_a_priced_model(capsys, monkeypatch):
         )
         sent = len(server.requests)
     [result] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert code == 1 and sent == 0
-    assert result["status"] == "aborted" and "budget" in result["message"]
+    assert code == 1
+    assert sent == 0
+    assert result["status"] == "aborted"
+    assert "budget" in result["message"]
 
 
 def test_open_circuit(capsys, monkeypatch):
