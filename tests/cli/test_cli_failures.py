@@ -43,7 +43,7 @@ def _script(tmp_path: Path, *replies: object) -> str:
     return f"scripted:{path}"
 
 
-CASES = {
+CASES: dict[str, tuple[list[object], str, str]] = {
     "tool-raises": ([_plan(("explode", {}))] * 3, "failed", "could not"),
     "tool-hangs": ([_plan(("stall", {}))] * 3, "aborted", "failing right now"),
     "invalid-json": (["not json"] * 3, "failed", "could not work out"),
