@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -233,7 +234,7 @@ class AgentSystem:
             request=request,
             memory=c.memory,
             clock=c.clock,
-            deadline=c.clock.monotonic() + timeout_s,
+            deadline_at=c.clock.now() + timedelta(seconds=timeout_s),
             on_event=on_event,
         )
         try:

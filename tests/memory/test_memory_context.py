@@ -70,8 +70,9 @@ async def _exchange(
     *,
     user: str = "u1",
     session: str = "s1",
-    run: str = "r1",
+    run: str | None = None,
 ) -> None:
+    run = run or f"run-{question[:20]}-{clock.monotonic()}"
     request = AgentRequest(user_id=user, session_id=session, message=question, run_id=run)
     response = AgentResponse(run_id=run, status=RunStatus.COMPLETED, message=answer)
     await memory.persist_turns(request, response)

@@ -287,14 +287,13 @@ async def test_writing_to_an_unknown_run_names_it(memory, write):
         await _WRITES_TO_GHOST[write](memory)
 
 
-async def test_a_repeated_event_seq_is_refused_and_nothing_of_the_batch_is_kept(memory):
+async def test_a_repeated_event_seq_keeps_the_first_and_adds_the_new(memory):
     await memory.create_run(_request(), at=_T0)
     await memory.append_events([_event(1)])
-    with pytest.raises(ValueError, match="seq is already recorded"):
-        await memory.append_events([_event(2), _event(1)])
+    await memory.append_events([_event(2), _event(1, kind=EventKind.ANSWER)])
     run = await memory.get_run("r1")
     assert run is not None
-    assert run.events == (_event(1),)
+    assert run.events == (_event(1), _event(2))
 
 
 async def test_appending_no_events_writes_nothing(memory):
@@ -367,3 +366,31 @@ async def test_list_runs_gives_headers_only(memory):
 async def test_list_runs_refuses_a_limit_below_one(memory):
     with pytest.raises(ValueError, match="limit must be at least 1"):
         await memory.list_runs(limit=0)
+
+
+async def test_replayed_writes_are_no_ops(memory, clock):
+    """A durable replay re-enters a run from its start: nothing it writes again is duplicated."""
+    from bastion.messages import AgentResponse, EventKind, RunEvent, RunStatus
+
+    request = AgentRequest(user_id="u1", session_id="s1", message="hi", run_id="run_replay")
+    await memory.create_run(request, at=clock.now())
+    await memory.create_run(request, at=clock.now())  # same request: no-op
+    other = AgentRequest(user_id="u2", session_id="s1", message="hi", run_id="run_replay")
+    with pytest.raises(ValueError, match="already exists"):
+        await memory.create_run(other, at=clock.now())
+    first = RunEvent(
+        run_id="run_replay", seq=1, kind=EventKind.STATUS, at=clock.now(), data={"a": 1}
+    )
+    again = RunEvent(
+        run_id="run_replay", seq=1, kind=EventKind.STATUS, at=clock.now(), data={"a": 2}
+    )
+    await memory.append_events([first])
+    await memory.append_events([again])
+    response = AgentResponse(run_id="run_replay", status=RunStatus.COMPLETED, message="hello")
+    await memory.persist_turns(request, response)
+    await memory.persist_turns(request, response)
+    record = await memory.get_run("run_replay")
+    assert record is not None
+    assert [e.data for e in record.events] == [{"a": 1}]
+    context = await memory.load_context(request, token_budget=1000)
+    assert [t.content for t in context.turns] == ["hi", "hello"]

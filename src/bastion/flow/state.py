@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -71,13 +72,14 @@ class RunState:
         request: AgentRequest,
         memory: MemoryManager,
         clock: Clock,
-        deadline: float,
+        deadline_at: datetime,
         on_event: EventSink | None = None,
     ) -> None:
         self.request = request
         self.run_id = request.run_id
         self.status = RunStatus.ADMITTED
-        self.deadline = deadline
+        #: Wall-clock, so that it means the same after a restart (a monotonic clock does not).
+        self.deadline_at = deadline_at
         self.principal: Principal | None = None
         self.plan: AgentPlan | None = None
         self.records: list[StepRecord] = []
@@ -95,7 +97,12 @@ class RunState:
     @property
     def time_left_s(self) -> float:
         """Seconds before the run's deadline (negative once past it)."""
-        return self.deadline - self._clock.monotonic()
+        return (self.deadline_at - self._clock.now()).total_seconds()
+
+    @property
+    def deadline(self) -> float:
+        """The deadline on the clock's monotonic scale, for this process (sandbox calls)."""
+        return self._clock.monotonic() + self.time_left_s
 
     async def begin(self) -> None:
         """Persist the run in status `admitted`."""

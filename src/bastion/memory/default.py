@@ -46,7 +46,7 @@ from bastion.storage.codec import (
     encode_plan,
     encode_step_record,
 )
-from bastion.storage.engine import begin_write, create_engine, upsert
+from bastion.storage.engine import begin_write, create_engine, insert_ignore, upsert
 from bastion.storage.migrations import migrate
 from bastion.storage.tables import run_events, run_plans, run_steps, runs, session_turns
 
@@ -141,7 +141,11 @@ class SqlMemory(MemoryManager):
             )
 
     async def persist_turns(self, request: AgentRequest, response: AgentResponse) -> None:
-        """Append the user's message, then the answer, to the session (one transaction)."""
+        """Append the user's message, then the answer, to the session (one transaction).
+
+        Idempotent per run: a run whose turns are already recorded (a durable replay of its last
+        stage) appends nothing.
+        """
         self._check_started()
         now = self._clock.now()
         common = {
@@ -151,6 +155,13 @@ class SqlMemory(MemoryManager):
             "run_id": request.run_id,
         }
         async with begin_write(self._engine) as connection:
+            already = await connection.scalar(
+                sa.select(session_turns.c.id)
+                .where(session_turns.c.run_id == request.run_id)
+                .limit(1)
+            )
+            if already is not None:
+                return
             # Two statements, not one executemany, so that the answer's id is surely the higher.
             await connection.execute(
                 sa.insert(session_turns).values(role="user", content=request.message, **common)
@@ -166,8 +177,11 @@ class SqlMemory(MemoryManager):
     async def create_run(self, request: AgentRequest, *, at: datetime) -> None:
         """Insert the run in status ``admitted``.
 
+        Creating again a run that exists for the same user, session and message is a no-op (a
+        durable replay re-enters the run from its start).
+
         Raises:
-            ValueError: a run with this id already exists.
+            ValueError: a run with this id exists for another request.
         """
         self._check_started()
         row = {
@@ -184,6 +198,17 @@ class SqlMemory(MemoryManager):
             async with begin_write(self._engine) as connection:
                 await connection.execute(sa.insert(runs).values(row))
         except IntegrityError as exc:
+            async with self._engine.connect() as connection:
+                existing = (
+                    await connection.execute(
+                        sa.select(runs.c.user_id, runs.c.session_id, runs.c.request_message).where(
+                            runs.c.run_id == request.run_id
+                        )
+                    )
+                ).one_or_none()
+            same = (request.user_id, request.session_id, request.message)
+            if existing is not None and tuple(existing) == same:
+                return
             raise ValueError(
                 f"run {request.run_id!r} already exists: every request needs a fresh run_id"
             ) from exc
@@ -256,8 +281,11 @@ class SqlMemory(MemoryManager):
     async def append_events(self, events: Sequence[RunEvent]) -> None:
         """Append `events` in one statement; an empty sequence writes nothing.
 
+        An event whose ``seq`` is already recorded for its run is dropped and the stored one kept:
+        a durable replay of a run emits its events again and must not duplicate them.
+
         Raises:
-            ValueError: an event names an unknown run, or repeats a ``seq`` already recorded.
+            ValueError: an event names an unknown run.
         """
         self._check_started()
         if not events:
@@ -274,12 +302,12 @@ class SqlMemory(MemoryManager):
         ]
         try:
             async with begin_write(self._engine) as connection:
-                await connection.execute(sa.insert(run_events), rows)
+                await connection.execute(
+                    insert_ignore(connection, run_events, keys=("run_id", "seq")), rows
+                )
         except IntegrityError as exc:
             raise await self._integrity_error(
-                {e.run_id for e in events},
-                "events",
-                "an event's seq is already recorded for its run (seq must be unique per run)",
+                {e.run_id for e in events}, "events", "an event names an unknown run"
             ) from exc
 
     async def get_run(self, run_id: str) -> RunRecord | None:

@@ -5,7 +5,14 @@ Stores (memory, audit log, ledger, approvals) take an `AsyncEngine` from `create
 `bastion.storage.tables`. SQLite (embedded, the default) and PostgreSQL are both first-class.
 """
 
-from bastion.storage.engine import begin_write, create_engine, mask_url, normalize_url, upsert
+from bastion.storage.engine import (
+    begin_write,
+    create_engine,
+    insert_ignore,
+    mask_url,
+    normalize_url,
+    upsert,
+)
 from bastion.storage.migrations import LATEST_VERSION, MIGRATIONS, current_version, migrate
 from bastion.storage.tables import metadata
 
@@ -15,6 +22,7 @@ __all__ = [
     "begin_write",
     "create_engine",
     "current_version",
+    "insert_ignore",
     "mask_url",
     "metadata",
     "migrate",

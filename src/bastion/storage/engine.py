@@ -211,6 +211,25 @@ async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield connection
 
 
+def insert_ignore(
+    connection: AsyncConnection, table: sa.Table, *, keys: Sequence[str]
+) -> sa.Insert:
+    """``INSERT`` into `table`, silently keeping the row already there when `keys` match.
+
+    Used where a durable replay may write the same row again (events of a replayed run): the first
+    write wins and nothing is duplicated. Execute with the rows as parameters.
+
+    Raises:
+        ConfigError: `connection` is neither SQLite nor PostgreSQL.
+    """
+    name = connection.dialect.name
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+    raise ConfigError(f"insert_ignore is not implemented for the {name!r} dialect")
+
+
 def upsert(
     connection: AsyncConnection, table: sa.Table, row: Mapping[str, Any], *, keys: Sequence[str]
 ) -> sa.Insert:
