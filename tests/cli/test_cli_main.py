@@ -28,6 +28,10 @@ def _no_ambient_config(monkeypatch, tmp_path):
     for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "BASTION_MODEL__NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BASTION_DATA_DIR", str(tmp_path / "data"))
+    # The demo's scripted plans: where the local model is installed (make demo) it is the default.
+    from bastion.demo.support.app import SCRIPT_PATH
+
+    monkeypatch.setenv("BASTION_MODEL__NAME", f"scripted:{SCRIPT_PATH}")
 
 
 def _json_lines(text: str) -> list[dict]:

@@ -56,8 +56,11 @@ class Harness:
         return [e.kind.value for e in self.events]
 
 
-@pytest.fixture
-def make_harness(tmp_path: Path) -> Callable[..., Any]:
+@pytest.fixture(params=["in-process", "durable"])
+def make_harness(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Builds a system under test; every test runs once in process and once on DBOS (SQLite)."""
+    durable = {"enabled": request.param == "durable", "polling_interval_s": 0.01}
+
     @asynccontextmanager
     async def factory(
         responses: Iterable[Any],
@@ -70,7 +73,7 @@ def make_harness(tmp_path: Path) -> Callable[..., Any]:
     ) -> AsyncIterator[Harness]:
         clock = FakeClock()
         model = ScriptedModel(responses, name=model_name)
-        config: Settings = load_settings(data_dir=tmp_path, **(settings or {}))
+        config: Settings = load_settings(data_dir=tmp_path, durable=durable, **(settings or {}))
         system = AgentSystem.from_settings(
             config,
             tools=tools,

@@ -7,9 +7,10 @@ import pytest
 from pydantic import BaseModel
 
 from bastion.errors import ConfigError, NotAuthenticated
-from bastion.gate.audit import REDACTED, InMemoryAuditLog
+from bastion.gate.audit import InMemoryAuditLog
 from bastion.gate.default import PolicyGate, grants
 from bastion.gate.interface import AuditEntry, Decision, PolicyInput
+from bastion.gate.redact import REDACTED
 from bastion.messages import AgentRequest, Principal
 from bastion.router.interface import ToolSpec
 from bastion.testing.clock import FakeClock
@@ -100,8 +101,9 @@ async def test_authenticate_returns_the_principal_and_audits_it() -> None:
         action="authenticate",
         decision="allow",
         principal_id="c1",
-        reason="known principal",
+        reason="known principal (user id vouched for by the app)",
         run_id="run_1",
+        details={"method": "user_id"},
     )
 
 
@@ -111,7 +113,7 @@ async def test_unknown_user_is_refused_and_audited() -> None:
         await gate.authenticate(request_for("mallory"))
     [entry] = audit.entries
     assert (entry.action, entry.decision, entry.principal_id) == ("authenticate", "deny", None)
-    assert entry.details == {"user_id": "mallory"}
+    assert entry.details == {"user_id": "mallory", "method": "user_id"}
     assert "unknown user 'mallory'" in entry.reason
 
 

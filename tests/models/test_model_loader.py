@@ -94,8 +94,9 @@ def test_scripted_model_with_a_missing_file_is_a_config_error(tmp_path: Path) ->
         load_model("scripted:nope.json", settings=Settings(data_dir=tmp_path), clock=FakeClock())
 
 
-def test_local_model_is_not_in_this_build(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="embedded local model is not available in this build"):
+def test_an_unknown_local_model_names_the_known_ones(tmp_path: Path) -> None:
+    # local: models are loaded for real in test_local_loader.py; here only the name is wrong.
+    with pytest.raises(ConfigError, match=r"no local model 'qwen'\. Known: local:qwen2\.5-1\.5b"):
         load_model("local:qwen", settings=Settings(data_dir=tmp_path), clock=FakeClock())
 
 

@@ -343,7 +343,9 @@ def test_an_open_tool_circuit_uses_the_fallback_else_aborts():
     assert without.status is RunStatus.ABORTED
 
 
-@pytest.mark.parametrize("kind", [ToolErrorKind.TOOL_ERROR, ToolErrorKind.CRASHED])
+@pytest.mark.parametrize(
+    "kind", [ToolErrorKind.TOOL_ERROR, ToolErrorKind.CRASHED, ToolErrorKind.RESOURCE_EXHAUSTED]
+)
 def test_a_permanent_tool_failure_falls_back_else_replans_else_aborts(kind):
     fallback = _decide(_tool_failure(kind, spec=_spec(fallback="refund_by_email")))
     replan = _decide(_tool_failure(kind, replans_used=1))
@@ -353,6 +355,14 @@ def test_a_permanent_tool_failure_falls_back_else_replans_else_aborts(kind):
     assert isinstance(replan, Replan)
     assert abort.status is RunStatus.FAILED
     assert abort.user_message == "Sorry, I could not complete this step: Refund order A-7."
+
+
+@pytest.mark.parametrize("kind", [ToolErrorKind.RESOURCE_EXHAUSTED, ToolErrorKind.CRASHED])
+@pytest.mark.parametrize("spec", [SAFE, UNSAFE])
+def test_exhaustion_and_crashes_are_never_retried(kind, spec):
+    for attempt in (1, 2):
+        action = _decide(_tool_failure(kind, spec=spec, attempt=attempt))
+        assert not isinstance(action, Retry)
 
 
 @pytest.mark.parametrize("kind", [ToolErrorKind.INVALID_ARGS, ToolErrorKind.UNKNOWN_TOOL])

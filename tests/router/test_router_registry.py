@@ -8,6 +8,7 @@ import pytest
 from bastion.errors import ConfigError
 from bastion.router.interface import ToolSpec
 from bastion.router.registry import make_tool, tool
+from bastion.sandbox import capabilities
 
 
 def lookup_order(order_id: int) -> dict[str, int]:
@@ -146,12 +147,45 @@ def test_bad_options_name_the_tool(options: dict[str, Any], message: str) -> Non
 
 
 @pytest.mark.parametrize("tier", ["process", "os"])
-def test_unimplemented_sandbox_tiers_are_refused(tier: Any) -> None:
+def test_a_tier_the_machine_lacks_is_refused_with_the_reasons(
+    tier: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(capabilities, "machine_capabilities", lambda: _NO_ISOLATION)
     with pytest.raises(
         ConfigError,
-        match=rf"^sandbox tier '{tier}' is not available yet: only 'inline' is implemented",
+        match=rf"^tool 'lookup_order' asks for sandbox tier '{tier}', which this machine cannot "
+        r"provide: no (pids cgroup|bubblewrap)\. Run 'bastion doctor'",
     ):
         tool(sandbox=tier)(lookup_order)
+
+
+@pytest.mark.parametrize("tier", ["process", "os"])
+def test_an_available_tier_is_declared(tier: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capabilities, "machine_capabilities", lambda: _ALL_TIERS)
+
+    assert make_tool(lookup_order, sandbox=tier).sandbox == tier
+
+
+def test_an_isolated_tool_must_be_importable_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capabilities, "machine_capabilities", lambda: _ALL_TIERS)
+
+    def nested(order_id: str) -> str:
+        return order_id
+
+    with pytest.raises(ConfigError, match=r"cannot run in a child process: it is a lambda, a nes"):
+        make_tool(nested, sandbox="process")
+
+
+_NO_ISOLATION = capabilities.Capabilities(
+    inline=capabilities.TierSupport(tier="inline", available=True),
+    process=capabilities.TierSupport(tier="process", available=False, reasons=("no pids cgroup",)),
+    os=capabilities.TierSupport(tier="os", available=False, reasons=("no bubblewrap",)),
+)
+_ALL_TIERS = capabilities.Capabilities(
+    inline=capabilities.TierSupport(tier="inline", available=True),
+    process=capabilities.TierSupport(tier="process", available=True),
+    os=capabilities.TierSupport(tier="os", available=True),
+)
 
 
 def test_signature_errors_come_through_the_decorator() -> None:

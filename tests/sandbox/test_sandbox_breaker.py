@@ -87,6 +87,7 @@ async def test_success_passes_through() -> None:
         ToolErrorKind.TOOL_ERROR,
         ToolErrorKind.CRASHED,
         ToolErrorKind.TRANSIENT,
+        ToolErrorKind.RESOURCE_EXHAUSTED,
     ],
 )
 async def test_tool_failures_open_the_breaker(kind: ToolErrorKind) -> None:
@@ -195,3 +196,20 @@ async def test_breakers_are_per_tool() -> None:
 
     assert outcome is OK
     assert board.states() == {"tool:refund": BreakerState.OPEN, "tool:other": BreakerState.CLOSED}
+
+
+async def test_close_reaches_the_wrapped_sandbox_when_it_has_something_to_close() -> None:
+    closed: list[str] = []
+
+    class Closing(ScriptedSandbox):
+        async def aclose(self) -> None:
+            closed.append("closed")
+
+    await BreakerSandbox(
+        Closing(), BreakerBoard(clock=FakeClock(), settings=BreakerSettings())
+    ).aclose()
+    await BreakerSandbox(
+        ScriptedSandbox(), BreakerBoard(clock=FakeClock(), settings=BreakerSettings())
+    ).aclose()
+
+    assert closed == ["closed"]

@@ -11,15 +11,26 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, field_validator
 
-from bastion.errors import TransientToolError
+from bastion.errors import ConfigError, TransientToolError
 from bastion.messages import Principal, ToolCall, ToolErrorKind, ToolOutcome
 from bastion.router.interface import ToolContext, ToolSpec
 from bastion.router.registry import make_tool
 from bastion.sandbox import ExecutionSandbox, TieredSandbox
+from bastion.sandbox.capabilities import Capabilities, TierSupport
 from bastion.settings import SandboxSettings
 from bastion.testing.clock import FakeClock
 
 PRINCIPAL = Principal(id="user_1", scopes=frozenset({"orders:read"}))
+NO_ISOLATION = Capabilities(
+    inline=TierSupport(tier="inline", available=True),
+    process=TierSupport(tier="process", available=False, reasons=("no pids cgroup here",)),
+    os=TierSupport(tier="os", available=False, reasons=("bubblewrap is not installed",)),
+)
+ALL_TIERS = Capabilities(
+    inline=TierSupport(tier="inline", available=True),
+    process=TierSupport(tier="process", available=True),
+    os=TierSupport(tier="os", available=True),
+)
 TINY = 0.05
 
 
@@ -346,7 +357,8 @@ async def test_context_is_injected_into_sync_tools() -> None:
 
 
 async def test_unavailable_tier_is_refused_without_calling() -> None:
-    sandbox, _ = make_sandbox()
+    clock = FakeClock()
+    sandbox = TieredSandbox(clock=clock, settings=SandboxSettings(), capabilities=NO_ISOLATION)
     calls: list[str] = []
 
     def shell() -> None:
@@ -357,10 +369,39 @@ async def test_unavailable_tier_is_refused_without_calling() -> None:
 
     assert outcome.error_kind is ToolErrorKind.TOOL_ERROR
     assert outcome.error == (
-        "tool 'shell' was not run: sandbox tier 'process' is not available yet, only 'inline' "
-        "is implemented"
+        "tool 'shell' was not run: settings ask for sandbox tier 'process', which this machine "
+        "cannot provide: no pids cgroup here. Run 'bastion doctor' for details; a tool never "
+        "runs on a weaker tier than it asks for"
     )
     assert calls == []
+
+
+def test_default_tier_is_a_floor_never_a_ceiling() -> None:
+    sandbox = TieredSandbox(
+        clock=FakeClock(),
+        settings=SandboxSettings(default_tier="process"),
+        capabilities=ALL_TIERS,
+    )
+    spec = make_tool(_module_level_tool)
+
+    assert sandbox.tier_for(spec) == "process"
+    assert sandbox.tier_for(dataclasses.replace(spec, sandbox="os")) == "os"
+    assert TieredSandbox(clock=FakeClock(), settings=SandboxSettings()).tier_for(spec) == "inline"
+
+
+def test_a_default_tier_the_machine_lacks_fails_at_build() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^sandbox.default_tier: settings ask for sandbox tier 'os'"
+    ):
+        TieredSandbox(
+            clock=FakeClock(),
+            settings=SandboxSettings(default_tier="os"),
+            capabilities=NO_ISOLATION,
+        )
+
+
+def _module_level_tool() -> int:
+    return 1
 
 
 async def test_run_cancellation_propagates_from_an_async_tool() -> None:

@@ -96,7 +96,7 @@ async def test_every_sqlite_connection_is_tuned(tmp_path):
                 assert await connection.scalar(sa.text("PRAGMA journal_mode")) == "wal"
                 assert await connection.scalar(sa.text("PRAGMA synchronous")) == 1  # NORMAL
                 assert await connection.scalar(sa.text("PRAGMA foreign_keys")) == 1
-                assert await connection.scalar(sa.text("PRAGMA busy_timeout")) == 5000
+                assert await connection.scalar(sa.text("PRAGMA busy_timeout")) == 30000
                 # The sqlite3 module emits no BEGIN of its own; SQLAlchemy's "begin" hook does.
                 pooled = await connection.get_raw_connection()
                 assert pooled.dbapi_connection is not None

@@ -42,6 +42,10 @@ def test_every_bastion_table_is_in_the_one_metadata():
         "run_events",
         "session_turns",
         "audit_log",
+        "audit_entries",
+        "api_keys",
+        "principals",
+        "workers",
     }
 
 

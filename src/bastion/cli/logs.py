@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bastion.gate.redact import RedactingFilter, Redactor
+
 _CONFIGURED = "_bastion_cli_handler"
 
 
@@ -26,9 +28,12 @@ class _OneLine(logging.Formatter):
         return text.splitlines()[0] if text else text
 
 
-def configure_logging(data_dir: Path, *, level: int = logging.INFO) -> Path | None:
+def configure_logging(
+    data_dir: Path, *, level: int = logging.INFO, redactor: Redactor | None = None
+) -> Path | None:
     """Send Bastion's logs to ``data_dir/bastion.log`` and warnings, one line each, to stderr.
 
+    Both hide secrets (`redactor`, by default the patterns of `bastion.gate.redact.Redactor`).
     Returns the log file, or None when the data directory cannot be written (then only stderr).
     """
     root = logging.getLogger("bastion")
@@ -45,6 +50,7 @@ def configure_logging(data_dir: Path, *, level: int = logging.INFO) -> Path | No
             logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
         file_handler.setLevel(level)
+        file_handler.addFilter(RedactingFilter(redactor))
         setattr(file_handler, _CONFIGURED, True)
         root.addHandler(file_handler)
     except OSError:
@@ -52,6 +58,7 @@ def configure_logging(data_dir: Path, *, level: int = logging.INFO) -> Path | No
     stderr = logging.StreamHandler()
     stderr.setFormatter(_OneLine(log_file))
     stderr.setLevel(logging.WARNING)
+    stderr.addFilter(RedactingFilter(redactor))
     setattr(stderr, _CONFIGURED, True)
     root.addHandler(stderr)
     root.setLevel(level)

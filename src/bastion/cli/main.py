@@ -23,9 +23,15 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from bastion.cli.apps import DEFAULT_APP, build_app, cli_settings
+from bastion.cli.audit import audit_app
+from bastion.cli.doctor import doctor
+from bastion.cli.keys import key_owner, keys_app
 from bastion.cli.logs import configure_logging
+from bastion.cli.models_cmd import models_app
 from bastion.cli.render import LiveRenderer, dumps, print_response, response_json
+from bastion.cli.runs import runs_app, worker
 from bastion.errors import BastionError, ConfigError
+from bastion.gate.wiring import redactor_for
 from bastion.messages import AgentRequest, AgentResponse
 from bastion.settings import Settings
 
@@ -110,7 +116,14 @@ async def _run_requests(
 def run(
     message: Annotated[str, typer.Argument(help="What the user asks.")],
     app_spec: AppOpt = DEFAULT_APP,
-    user: Annotated[str, typer.Option("--user", help="Who asks (a principal id).")] = "c1",
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="Who asks (a principal id; default: the key's, else c1)."),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="BASTION_API_KEY", help="An API key (bastion keys)."),
+    ] = None,
     session: Annotated[
         str | None, typer.Option("--session", help="Session id (default: a new one).")
     ] = None,
@@ -121,13 +134,20 @@ def run(
     ] = None,
     as_json: JsonOpt = False,
     data_dir: DataDirOpt = None,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Queue the run for a worker and print its id.")
+    ] = False,
 ) -> None:
     """Run one request through an agent app and print the answer."""
     settings = cli_settings(model=model, data_dir=data_dir)
-    configure_logging(settings.data_dir)
+    configure_logging(settings.data_dir, redactor=redactor_for(settings))
+    if user is None:  # the key's owner; a key matching none is refused, and audited, by the gate
+        owner = asyncio.run(key_owner(settings, api_key)) if api_key else None
+        user = owner or ("c1" if api_key is None else "unknown")
     try:
         request = AgentRequest(
             user_id=user,
+            api_key=api_key,
             session_id=session or f"cli_{uuid.uuid4().hex[:12]}",
             message=message,
             max_budget_usd=_parse_budget(budget),
@@ -135,8 +155,22 @@ def run(
         )
     except ValueError as exc:
         raise ConfigError(f"invalid request: {exc}") from exc
+    if detach:
+        _detach(settings, request, as_json=as_json)
+        return
     responses = asyncio.run(_run_requests(settings, app_spec, [request], as_json=as_json))
     raise typer.Exit(EXIT_OK if responses[0].ok else EXIT_RUN_FAILED)
+
+
+def _detach(settings: Settings, request: AgentRequest, *, as_json: bool) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bastion.durable import DurableAdmin
+
+    timeout_s = request.timeout_s or settings.run.timeout_s
+    deadline_at = datetime.now(UTC) + timedelta(seconds=timeout_s)  # noqa: TID251 - CLI edge
+    run_id = asyncio.run(DurableAdmin(settings=settings).enqueue(request, deadline_at=deadline_at))
+    typer.echo(dumps({"run_id": run_id, "status": "queued"}) if as_json else run_id)
 
 
 @app.command()
@@ -150,11 +184,17 @@ def demo(
     The demo uses a fresh shop database each time (in a temporary directory unless --data-dir is
     given), so its refunds and tickets start from the same seed data on every run.
     """
+    from bastion.demo.support.app import choose_model
     from bastion.demo.support.requests import DEMO_REQUESTS
 
+    # A fresh shop each time, but local model weights stay where they were assembled and verified.
+    base = cli_settings(model=model, data_dir=data_dir)
+    local = base.local.model_copy(update={"cache_dir": base.local_cache_dir})
     with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp:
-        settings = cli_settings(model=model, data_dir=data_dir or Path(tmp))
+        settings = base.model_copy(update={"data_dir": data_dir or Path(tmp), "local": local})
         configure_logging(settings.data_dir)
+        choice = choose_model(settings)
+        typer.echo(f"Planning with {choice.name}: {choice.why}.", err=as_json)
         requests = [
             AgentRequest(user_id=r.user_id, session_id=r.session_id, message=r.message)
             for r in DEMO_REQUESTS
@@ -165,6 +205,14 @@ def demo(
         typer.echo(f"\n{done} of {len(responses)} demo runs completed.")
     # Some demo runs are refused on purpose (another customer's order): that is the demo working.
     raise typer.Exit(EXIT_OK)
+
+
+app.add_typer(runs_app)
+app.add_typer(keys_app)
+app.add_typer(audit_app)
+app.add_typer(models_app)
+app.command("worker")(worker)
+app.command("doctor")(doctor)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,11 +6,13 @@ components in order and hold none of their logic (DESIGN.md §1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bastion.clock import Clock
 from bastion.cost.interface import CostController
 from bastion.evaluator.interface import Evaluator
+from bastion.flow.checkpoints import Checkpoints, InProcess
+from bastion.flow.inbox import Inbox
 from bastion.flow.respond import AnswerComposer
 from bastion.gate.interface import PermissionsGate
 from bastion.memory.interface import MemoryManager
@@ -38,3 +40,7 @@ class Components:
     answer: AnswerComposer
     clock: Clock
     settings: Settings
+    #: Where a paused run receives a person's decision; None when runs cannot pause.
+    inbox: Inbox | None = None
+    #: How units of work are made durable (in process: they just run).
+    checkpoints: Checkpoints = field(default_factory=InProcess)

@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, assert_never
 
+from pydantic import TypeAdapter
+
 from bastion.cost.metered import MeteredChatModel
 from bastion.errors import (
     BastionError,
@@ -69,7 +71,12 @@ class Stopped:
 
 ExecutionResult = Finished | Stopped
 
+#: Stores a plan's vetting result (the index of the first refused step, and why) as JSON.
+_VET: TypeAdapter[tuple[int, ToolOutcome] | None] = TypeAdapter(tuple[int, ToolOutcome] | None)
+
 _OUT_OF_TIME = "Sorry, this request took too long and was stopped. Please try again."
+#: The inbox topic on which an operator's decision about an unknown outcome arrives.
+OPERATOR_TOPIC = "operator"
 
 
 def stopped_by(error: BastionError, *, status: RunStatus = RunStatus.ABORTED) -> Stopped:
@@ -214,19 +221,32 @@ class Execution:
             return await self._replan(Replan(reason=outcome.error or "step refused"))
 
     async def _vet(self, plan: AgentPlan) -> tuple[PlanStep, ToolOutcome] | None:
-        """Authorize every step of a fresh plan before any runs (the gate's first check)."""
-        for step in plan.steps:
-            try:
-                spec = self._c.router.get(step.tool_name)
-                spec.validate_args(step.tool_args)
-            except UnknownTool as exc:
-                return step, ToolOutcome.failure(ToolErrorKind.UNKNOWN_TOOL, str(exc))
-            except InvalidToolArgs as exc:
-                return step, ToolOutcome.failure(ToolErrorKind.INVALID_ARGS, str(exc))
-            denied = await self._authorize(step, spec, stage="plan")
-            if denied is not None:
-                return step, denied
-        return None
+        """Authorize every step of a fresh plan before any runs (the gate's first check).
+
+        One checkpointed unit: after a restart the plan's vetting is not redone (nor audited
+        twice); the events it implies are emitted outside it, so a replay emits the same ones.
+        """
+
+        async def vet() -> tuple[int, ToolOutcome] | None:
+            for index, step in enumerate(plan.steps):
+                try:
+                    spec = self._c.router.get(step.tool_name)
+                    spec.validate_args(step.tool_args)
+                except UnknownTool as exc:
+                    return index, ToolOutcome.failure(ToolErrorKind.UNKNOWN_TOOL, str(exc))
+                except InvalidToolArgs as exc:
+                    return index, ToolOutcome.failure(ToolErrorKind.INVALID_ARGS, str(exc))
+                denied = await self._authorize(step, spec, stage="plan")
+                if denied is not None:
+                    return index, denied
+            return None
+
+        found = await self._c.checkpoints.step(f"vet:{plan.revision}", vet, _VET)
+        if found is None:
+            return None
+        step, outcome = plan.steps[found[0]], found[1]
+        self._emit_denied(step, outcome, stage="plan")
+        return step, outcome
 
     def _on_model_call(self, response: ChatResponse, cost: object) -> None:
         run = self._run
@@ -260,6 +280,24 @@ class Execution:
         attempt, tried = 1, {spec.name}
         while True:
             outcome = await self._call(step, spec, attempt)
+            if outcome.error_kind is ToolErrorKind.UNKNOWN_OUTCOME:
+                decision = await self._ask_operator(step, spec, outcome)
+                if decision == "retry":
+                    attempt += 1
+                    continue
+                if decision == "skip":
+                    confirmed = ToolOutcome.success({"confirmed_by_operator": True})
+                    await self._record(step, confirmed, Verdict.ok(), attempt, tool_name=spec.name)
+                    return None
+                unknown = Verdict(passed=False, reason=outcome.error or "unknown outcome")
+                await self._record(step, outcome, unknown, attempt, tool_name=spec.name)
+                return Abort(
+                    reason=f"step {step.step_id} ({spec.name}): {outcome.error}; operator: abort",
+                    user_message=(
+                        f"Sorry, I could not confirm this step: {step.description}. A member of "
+                        "our team will check whether it was done."
+                    ),
+                )
             verdict = await c.evaluator.evaluate(step, spec, outcome)
             if verdict.passed:
                 await self._record(step, outcome, verdict, attempts=attempt, tool_name=spec.name)
@@ -295,6 +333,43 @@ class Execution:
                 case _:
                     assert_never(action)
 
+    async def _ask_operator(self, step: PlanStep, spec: ToolSpec, outcome: ToolOutcome) -> str:
+        """Pause until a person decides: ``retry`` the call, ``skip`` it as done, or ``abort``.
+
+        Never re-runs a non-idempotent call on its own: the process died during it, so it may
+        have taken effect. Without an inbox (no durable execution) nobody could answer: abort.
+        """
+        run, c = self._run, self._c
+        if c.inbox is None:
+            return "abort"
+        await run.transition(RunStatus.AWAITING_OPERATOR)
+        run.emit(
+            EventKind.OPERATOR,
+            step_id=step.step_id,
+            tool_name=spec.name,
+            question=outcome.error,
+            choices=["retry", "skip", "abort"],
+        )
+        await run.flush()
+        run.pause_deadline()
+        message = await c.inbox.receive(
+            OPERATOR_TOPIC, timeout_s=c.settings.durable.operator_wait_s
+        )
+        decision = str(message.get("action")) if message else "abort"
+        if decision not in ("retry", "skip", "abort"):
+            decision = "abort"
+        run.emit(
+            EventKind.OPERATOR,
+            step_id=step.step_id,
+            decision=decision,
+            by=message.get("by") if message else None,
+            note=message.get("note") if message else "no decision before the wait expired",
+        )
+        if decision != "abort":
+            run.restart_deadline(run.request.timeout_s or c.settings.run.timeout_s)
+            await run.transition(RunStatus.RUNNING)
+        return decision
+
     def _fallback(self, action: UseFallback, tried: set[str]) -> ToolSpec | None:
         if action.tool_name in tried:
             return None  # a fallback cycle: each tool is tried once per step
@@ -317,10 +392,13 @@ class Execution:
         except InvalidToolArgs as exc:
             outcome = ToolOutcome.failure(ToolErrorKind.INVALID_ARGS, str(exc))
         else:
-            denied = await self._authorize(step, spec, stage="execute")
-            if denied is not None:
-                outcome = denied
-            else:
+
+            async def authorized_call() -> ToolOutcome:
+                # The gate's second check and the call are one unit: interrupted before the call
+                # completed, both run afresh; once it completed, neither is redone.
+                denied = await self._authorize(step, spec, stage="execute")
+                if denied is not None:
+                    return denied
                 call = ToolCall(
                     run_id=run.run_id,
                     step_id=step.step_id,
@@ -328,9 +406,12 @@ class Execution:
                     args=args,
                     attempt=attempt,
                 )
-                outcome = await c.sandbox.run(
+                return await c.sandbox.run(
                     call, spec, deadline=run.deadline, principal=self._principal
                 )
+
+            outcome = await c.checkpoints.call(spec, authorized_call)
+            self._emit_denied(step, outcome, stage="execute")
         run.emit(
             EventKind.STEP_FINISHED,
             step_id=step.step_id,
@@ -350,14 +431,19 @@ class Execution:
         )
         if decision.allowed:
             return None
-        self._run.emit(
-            EventKind.DENIED,
-            step_id=step.step_id,
-            tool_name=spec.name,
-            stage=stage,
-            reason=decision.reason,
-        )
         return ToolOutcome.failure(ToolErrorKind.DENIED, decision.reason)
+
+    def _emit_denied(
+        self, step: PlanStep, outcome: ToolOutcome, *, stage: Literal["plan", "execute"]
+    ) -> None:
+        if outcome.error_kind is ToolErrorKind.DENIED:
+            self._run.emit(
+                EventKind.DENIED,
+                step_id=step.step_id,
+                tool_name=step.tool_name,
+                stage=stage,
+                reason=outcome.error,
+            )
 
     async def _decide(
         self,

@@ -2,7 +2,7 @@
 
 ```
 admitted → planning → running ⇄ awaiting_approval → completed | failed | aborted | cancelled
-                        ↑   │
+                        ↑   │  ⇄ awaiting_operator
                         └───┘ (replanning goes back to planning)
 ```
 
@@ -14,9 +14,10 @@ of the run's history is rewritten or rescanned.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -43,9 +44,18 @@ ALLOWED: Mapping[RunStatus, frozenset[RunStatus]] = {
     _S.ADMITTED: frozenset({_S.PLANNING, _S.FAILED, _S.ABORTED, _S.CANCELLED}),
     _S.PLANNING: frozenset({_S.RUNNING, _S.COMPLETED, _S.FAILED, _S.ABORTED, _S.CANCELLED}),
     _S.RUNNING: frozenset(
-        {_S.PLANNING, _S.AWAITING_APPROVAL, _S.COMPLETED, _S.FAILED, _S.ABORTED, _S.CANCELLED}
+        {
+            _S.PLANNING,
+            _S.AWAITING_APPROVAL,
+            _S.AWAITING_OPERATOR,
+            _S.COMPLETED,
+            _S.FAILED,
+            _S.ABORTED,
+            _S.CANCELLED,
+        }
     ),
     _S.AWAITING_APPROVAL: frozenset({_S.RUNNING, _S.FAILED, _S.ABORTED, _S.CANCELLED}),
+    _S.AWAITING_OPERATOR: frozenset({_S.RUNNING, _S.FAILED, _S.ABORTED, _S.CANCELLED}),
     _S.COMPLETED: frozenset(),
     _S.FAILED: frozenset(),
     _S.ABORTED: frozenset(),
@@ -80,6 +90,8 @@ class RunState:
         self.status = RunStatus.ADMITTED
         #: Wall-clock, so that it means the same after a restart (a monotonic clock does not).
         self.deadline_at = deadline_at
+        #: The run's whole-run timer (set by the system), paused while a person is asked.
+        self.timer: asyncio.Timeout | None = None
         self.principal: Principal | None = None
         self.plan: AgentPlan | None = None
         self.records: list[StepRecord] = []
@@ -103,6 +115,17 @@ class RunState:
     def deadline(self) -> float:
         """The deadline on the clock's monotonic scale, for this process (sandbox calls)."""
         return self._clock.monotonic() + self.time_left_s
+
+    def pause_deadline(self) -> None:
+        """Stop the run's clock while it waits for a person (that wait has its own limit)."""
+        if self.timer is not None:
+            self.timer.reschedule(None)
+
+    def restart_deadline(self, timeout_s: float) -> None:
+        """After a person answered, give the run its whole time limit again."""
+        self.deadline_at = self._clock.now() + timedelta(seconds=timeout_s)
+        if self.timer is not None:
+            self.timer.reschedule(asyncio.get_running_loop().time() + timeout_s)
 
     async def begin(self) -> None:
         """Persist the run in status `admitted`."""

@@ -1,19 +1,25 @@
 """The Permissions Gate: who is asking, may they make this call, and the audit log of each answer.
 
-`PolicyGate` is the default gate (principals, scopes with wildcards, argument policies);
-`load_principals` reads principals from a JSON or TOML file; `InMemoryAuditLog` and `SqlAuditLog`
-keep the hash-chained audit log, which `verify` checks.
+`PolicyGate` is the default gate (API keys or app-vouched user ids, principals with scopes and
+wildcards, argument policies); `load_principals` reads principals from a JSON or TOML file and
+`SqlPrincipalStore` keeps them in the database; `SqlKeyStore` issues and checks API keys;
+`InMemoryAuditLog` and `SqlAuditLog` keep the keyed MAC chain of decisions, which `verify` checks
+against checkpoints (`bastion.gate.checkpoints`); `Redactor` hides secrets in everything a run
+keeps or shows (`RedactingMemory`, `RedactingFilter`).
 """
 
 from bastion.gate.audit import (
-    GENESIS_HASH,
-    ChainedEntry,
+    GENESIS,
+    AuditFilter,
     InMemoryAuditLog,
     SqlAuditLog,
-    redact,
+    StoredEntry,
+    VerifyReport,
     verify,
 )
+from bastion.gate.checkpoints import Checkpoint, CheckpointFile, read_checkpoints
 from bastion.gate.default import PolicyGate, grants
+from bastion.gate.directory import PrincipalStore, SqlPrincipalStore
 from bastion.gate.interface import (
     ArgPolicy,
     AuditEntry,
@@ -23,23 +29,46 @@ from bastion.gate.interface import (
     PolicyInput,
     Stage,
 )
+from bastion.gate.keys import ApiKey, IssuedKey, KeyStatus, KeyStore, SqlKeyStore
 from bastion.gate.principals import load_principals
+from bastion.gate.redact import REDACTED, RedactingFilter, Redactor, looks_secret
+from bastion.gate.redacting import AuditedCostController, RedactingMemory
+from bastion.gate.secret import derive_key, load_server_secret
 
 __all__ = [
-    "GENESIS_HASH",
+    "GENESIS",
+    "REDACTED",
+    "ApiKey",
     "ArgPolicy",
     "AuditEntry",
+    "AuditFilter",
     "AuditLog",
-    "ChainedEntry",
+    "AuditedCostController",
+    "Checkpoint",
+    "CheckpointFile",
     "Decision",
     "InMemoryAuditLog",
+    "IssuedKey",
+    "KeyStatus",
+    "KeyStore",
     "PermissionsGate",
     "PolicyGate",
     "PolicyInput",
+    "PrincipalStore",
+    "RedactingFilter",
+    "RedactingMemory",
+    "Redactor",
     "SqlAuditLog",
+    "SqlKeyStore",
+    "SqlPrincipalStore",
     "Stage",
+    "StoredEntry",
+    "VerifyReport",
+    "derive_key",
     "grants",
     "load_principals",
-    "redact",
+    "load_server_secret",
+    "looks_secret",
+    "read_checkpoints",
     "verify",
 ]

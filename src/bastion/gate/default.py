@@ -1,19 +1,24 @@
-"""`PolicyGate`: the default Permissions Gate, from a fixed table of principals.
+"""`PolicyGate`: the default Permissions Gate.
 
 It answers three questions, recording each answer to the first and the last in the audit log:
 
-* who is asking (`authenticate`): the principal whose id is the request's ``user_id``. API keys
-  stored as keyed hashes and OIDC come in later issues; until then the app, which owns the
-  transport, vouches for ``user_id``.
+* who is asking (`authenticate`): with an API key on the request (``AgentRequest.api_key``), the
+  key's principal, once the key is checked (`bastion.gate.keys`); the request's ``user_id`` must
+  then name that same principal, since it scopes the session history the run may read. Without a
+  key, the principal whose id is ``user_id``, vouched for by the app that owns the transport (the
+  CLI's ``--user``, for local use), unless the gate requires a key (``require_api_key``, for any
+  system reachable by others). Principals come from the app (code and principals file) and then
+  from the database (`bastion.gate.directory`).
 * may they see a tool at all (`may_use`): every scope the tool requires is granted, by name, by
   ``"*"``, or by a trailing wildcard (``"orders:*"`` grants ``"orders:read"``).
 * may they make this call (`authorize`): scopes first, then the app's argument policies for that
   tool, in order; the first denial wins. A policy that raises denies (fail closed): a bug in a
-  check must never let a call through.
+  check must never let a call through. A policy may answer that the call needs a human approval
+  (`Decision.approval_required`); approvals need the durable run loop and come with it, so until
+  then such a call is denied, the reason saying an approval is needed.
 
-Each authorization is recorded with the call's args, secret-looking values redacted
-(`bastion.gate.audit.redact`). An audit log that cannot record a decision makes the call fail: no
-decision goes unrecorded.
+Each decision is recorded with the call's args, secrets redacted (`bastion.gate.redact`). An audit
+log that cannot record a decision makes the call fail: no decision goes unrecorded.
 """
 
 from __future__ import annotations
@@ -21,11 +26,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 from bastion.clock import Clock
 from bastion.errors import ConfigError, NotAuthenticated
-from bastion.gate.audit import redact
+from bastion.gate.directory import PrincipalStore
 from bastion.gate.interface import (
     ArgPolicy,
     AuditEntry,
@@ -35,6 +40,8 @@ from bastion.gate.interface import (
     PolicyInput,
     Stage,
 )
+from bastion.gate.keys import KeyStore, key_id_of
+from bastion.gate.redact import Redactor
 from bastion.messages import AgentRequest, JsonObject, Principal
 from bastion.router.interface import ToolSpec
 
@@ -54,17 +61,22 @@ def grants(scopes: Iterable[str], required: str) -> bool:
 
 
 class PolicyGate(PermissionsGate):
-    """Authenticates against a fixed set of principals; authorizes by scopes and arg policies.
+    """Authenticates by API key or app-vouched user id; authorizes by scopes and arg policies.
 
     Args:
-        principals: the known principals, as a sequence or keyed by id (keys must equal ids).
+        principals: the app's principals, as a sequence or keyed by id (keys must equal ids).
         audit: where every decision is recorded.
-        clock: stamps the audit entries.
+        clock: stamps the audit entries and checks key expiry.
         policies: argument policies per tool name, run in order. Names of tools that are not
             registered (yet) are accepted: tools may be mounted later.
+        keys: checks API keys; None refuses every request that carries one.
+        store: principals kept in the database, consulted after `principals`.
+        require_api_key: refuse requests without an API key (any system reachable by others).
+        redactor: hides secrets in what is audited.
 
     Raises:
-        ConfigError: two principals share an id, or a mapping key differs from its principal's id.
+        ConfigError: two principals share an id, a mapping key differs from its principal's id,
+            or a key is required but no key store is given.
     """
 
     def __init__(
@@ -74,33 +86,112 @@ class PolicyGate(PermissionsGate):
         audit: AuditLog,
         clock: Clock,
         policies: Mapping[str, Sequence[ArgPolicy]] = _NO_POLICIES,
+        keys: KeyStore | None = None,
+        store: PrincipalStore | None = None,
+        require_api_key: bool = False,
+        redactor: Redactor | None = None,
     ) -> None:
+        if require_api_key and keys is None:
+            raise ConfigError("the gate requires API keys but was given no key store to check them")
         self._principals = _index(principals)
         self._audit = audit
         self._clock = clock
         self._policies = {name: tuple(checks) for name, checks in policies.items()}
+        self._keys = keys
+        self._store = store
+        self._require_api_key = require_api_key
+        self._redactor = redactor or Redactor()
+
+    # -- authentication ------------------------------------------------------------------------
 
     async def authenticate(self, request: AgentRequest) -> Principal:
-        principal = self._principals.get(request.user_id)
-        if principal is None:
-            reason = f"unknown user {request.user_id!r}: no principal has this id"
-            await self._record(
-                action="authenticate",
-                allowed=False,
-                principal_id=None,
-                reason=reason,
-                run_id=request.run_id,
-                details={"user_id": request.user_id},
+        if request.api_key is not None:
+            return await self._by_key(request, request.api_key)
+        if self._require_api_key:
+            await self._refuse(
+                request,
+                "an API key is required: pass one (bastion run --api-key, or BASTION_API_KEY); "
+                "create one with: bastion keys create",
+                details={"user_id": request.user_id, "method": "none"},
             )
-            raise NotAuthenticated(reason)
+        principal = await self._find(request.user_id)
+        if principal is None:
+            await self._refuse(
+                request,
+                f"unknown user {request.user_id!r}: no principal has this id",
+                details={"user_id": request.user_id, "method": "user_id"},
+            )
         await self._record(
             action="authenticate",
             allowed=True,
             principal_id=principal.id,
-            reason="known principal",
+            reason="known principal (user id vouched for by the app)",
             run_id=request.run_id,
+            details={"method": "user_id"},
         )
         return principal
+
+    async def _by_key(self, request: AgentRequest, api_key: str) -> Principal:
+        details: dict[str, Any] = {"method": "api_key", "key_id": key_id_of(api_key)}
+        if self._keys is None:
+            await self._refuse(request, "this system accepts no API keys", details=details)
+        try:
+            record = await self._keys.authenticate(api_key, now=self._clock.now())
+        except NotAuthenticated as exc:
+            await self._record(
+                action="authenticate",
+                allowed=False,
+                principal_id=None,
+                reason=str(exc),
+                run_id=request.run_id,
+                details={**details, "user_id": request.user_id},
+            )
+            raise
+        principal = await self._find(record.principal_id)
+        if principal is None:
+            await self._refuse(
+                request,
+                f"API key {record.label} belongs to {record.principal_id!r}, which is no longer "
+                "a principal of this system",
+                details=details,
+            )
+        if request.user_id != principal.id:
+            await self._refuse(
+                request,
+                f"API key {record.label} belongs to {principal.id!r}, but the request is made as "
+                f"{request.user_id!r}: a key acts only as its own principal",
+                details={**details, "user_id": request.user_id},
+            )
+        await self._record(
+            action="authenticate",
+            allowed=True,
+            principal_id=principal.id,
+            reason=f"valid API key {record.label}",
+            run_id=request.run_id,
+            details=details,
+        )
+        return principal
+
+    async def _find(self, principal_id: str) -> Principal | None:
+        principal = self._principals.get(principal_id)
+        if principal is None and self._store is not None:
+            principal = await self._store.get(principal_id)
+        return principal
+
+    async def _refuse(
+        self, request: AgentRequest, reason: str, *, details: dict[str, Any]
+    ) -> NoReturn:
+        await self._record(
+            action="authenticate",
+            allowed=False,
+            principal_id=None,
+            reason=reason,
+            run_id=request.run_id,
+            details=details,
+        )
+        raise NotAuthenticated(reason)
+
+    # -- authorization -------------------------------------------------------------------------
 
     def may_use(self, principal: Principal, tool: ToolSpec) -> bool:
         return not _missing_scopes(principal, tool)
@@ -108,9 +199,14 @@ class PolicyGate(PermissionsGate):
     async def authorize(
         self, principal: Principal, tool: ToolSpec, args: JsonObject, *, stage: Stage, run_id: str
     ) -> Decision:
-        # Redacted here as well as by our logs when they seal: a replacement log may not.
-        details: dict[str, Any] = {"args": redact(args)}
+        details: dict[str, Any] = {"args": self._redactor.json(args)}
         decision = await self._decide(principal, tool, args, stage, run_id, details)
+        if decision.needs_approval:
+            details["needs_approval"] = True
+            decision = Decision.deny(
+                f"this call needs a human approval, which this system cannot grant yet: "
+                f"{decision.reason}"
+            )
         await self._record(
             action="authorize",
             allowed=decision.allowed,

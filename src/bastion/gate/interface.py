@@ -20,6 +20,12 @@ class Decision:
 
     allowed: bool
     reason: str = ""
+    #: The call may go ahead only with a human approval (never together with ``allowed``).
+    needs_approval: bool = False
+
+    def __post_init__(self) -> None:
+        if self.allowed and self.needs_approval:
+            raise ValueError("a decision that needs an approval does not allow the call yet")
 
     @classmethod
     def allow(cls, reason: str = "allowed") -> Decision:
@@ -30,6 +36,15 @@ class Decision:
     def deny(cls, reason: str) -> Decision:
         """A denying decision; `reason` is shown to the planner and the audit log."""
         return cls(allowed=False, reason=reason)
+
+    @classmethod
+    def approval_required(cls, reason: str) -> Decision:
+        """The call needs a human approval; `reason` says why (e.g. "refund above 200.00").
+
+        Until approvals exist (they need the durable run loop), the gate treats this as a denial
+        whose reason says an approval is needed; policies can say it already.
+        """
+        return cls(allowed=False, reason=reason, needs_approval=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,7 +79,10 @@ class AuditEntry:
 
 
 class AuditLog(Protocol):
-    """Append-only record of every gate decision. `append` never loses an entry silently."""
+    """Append-only record of every gate decision. `append` never loses an entry silently.
+
+    `append` raises when the entry cannot be stored: the caller must then not act on the decision.
+    """
 
     async def append(self, entry: AuditEntry) -> None: ...
 

@@ -2,7 +2,8 @@
 
 Every model speaks the same request and response (`interface`); provider errors arrive as the
 `bastion.errors.ModelError` family. `OpenAIChatModel` serves any OpenAI-compatible endpoint,
-`ScriptedModel` answers from a script (tests, demos), and `load_model` builds either from a
+`LocalChatModel` runs an embedded llama.cpp model in process (`weights` holds the catalog),
+`ScriptedModel` answers from a script (tests, demos), and `load_model` builds any of them from a
 ``provider:model`` name.
 """
 
@@ -16,6 +17,7 @@ from bastion.models.interface import (
     as_messages,
 )
 from bastion.models.loader import KNOWN_PROVIDERS, load_model
+from bastion.models.local import LocalChatModel, ModelContextOverflow
 from bastion.models.openai_compat import OpenAIChatModel, map_openai_error, openai_errors
 from bastion.models.scripted import ScriptedModel, ScriptItem, UnexpectedModelCall
 
@@ -25,6 +27,8 @@ __all__ = [
     "ChatModel",
     "ChatRequest",
     "ChatResponse",
+    "LocalChatModel",
+    "ModelContextOverflow",
     "OpenAIChatModel",
     "Role",
     "ScriptItem",

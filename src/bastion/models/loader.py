@@ -7,6 +7,7 @@ accepts the same names and fails on a wrong one with the same message, at start-
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Final
 
 from bastion.clock import Clock
@@ -20,14 +21,16 @@ from bastion.settings import Settings
 KNOWN_PROVIDERS: Final[dict[str, str]] = {
     "openai": "an OpenAI-compatible endpoint, e.g. openai:gpt-4o-mini",
     "scripted": "a scripted model from a JSON file, e.g. scripted:path/to/script.json",
-    "local": "the embedded llama.cpp model (not in this build yet)",
+    "local": "the embedded llama.cpp model, e.g. local:qwen2.5-1.5b or local:path/to/model.gguf",
 }
 
 
 def load_model(name: str, *, settings: Settings, clock: Clock) -> ChatModel:
     """Build the model `name` stands for.
 
-    An ``openai:`` model reaches the base URL and key from `settings` (model section first, then
+    A ``local:`` model is loaded here, once per process (1 to 3 s, plus assembling and verifying
+    its weights the first time), and shared by every system that names it. An ``openai:`` model
+    reaches the base URL and key from `settings` (model section first, then
     ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``) and owns an HTTP client: close it with
     `OpenAIChatModel.aclose` when done.
 
@@ -40,8 +43,9 @@ def load_model(name: str, *, settings: Settings, clock: Clock) -> ChatModel:
         The model, not yet connected to anything.
 
     Raises:
-        ConfigError: an unknown provider, a name without ``provider:``, an empty model, an
-            unavailable provider, or a scripted file that cannot be loaded.
+        ConfigError: an unknown provider, a name without ``provider:``, an empty model, a
+            scripted file that cannot be loaded, or a local model that is not installed, fails
+            its sha256 or cannot be loaded (the message says what to install or fix).
     """
     provider, sep, model = name.partition(":")
     provider, model = provider.strip(), model.strip()
@@ -61,12 +65,44 @@ def load_model(name: str, *, settings: Settings, clock: Clock) -> ChatModel:
     if provider == "scripted":
         return ScriptedModel.from_file(model)
     if provider == "local":
-        raise ConfigError(
-            f"model {name!r}: the embedded local model is not available in this build yet. Use an"
-            " OpenAI-compatible server instead (a local llama.cpp, vLLM or Ollama server works:"
-            " openai:<model> with model.openai_base_url set)."
-        )
+        return _local_model(name, model, settings=settings, clock=clock)
     raise ConfigError(f"model {name!r}: unknown provider {provider!r}. {_known_providers()}")
+
+
+def _local_model(name: str, model: str, *, settings: Settings, clock: Clock) -> ChatModel:
+    """A catalog model (``local:qwen2.5-1.5b``) or a GGUF file (``local:path/model.gguf``)."""
+    # Imported here: the weights and engine modules are only needed when a local model is named.
+    from bastion.models import weights
+    from bastion.models.local import SHARED_ENGINES, open_local_model
+
+    spec = weights.CATALOG.get(model)
+    if spec is None and not model.endswith(".gguf"):
+        known = ", ".join(f"local:{key}" for key in weights.CATALOG)
+        raise ConfigError(
+            f"model {name!r}: no local model {model!r}. Known: {known}, or local:<path>.gguf"
+            " for a GGUF file of your own (bastion models lists what is installed)."
+        )
+    if not weights.engine_installed():
+        raise ConfigError(
+            f"model {name!r}: the embedded llama.cpp engine is not installed. Install it with:"
+            f" {weights.ENGINE_INSTALL}"
+        )
+    if spec is None:
+        path = weights.check_gguf(Path(model).expanduser())
+    else:
+        path = settings.local_cache_dir / spec.filename
+        # A file already loaded was verified before it was; its bytes are in memory now.
+        if not SHARED_ENGINES.holds(path):
+            path = weights.ensure_weights(spec, settings.local_cache_dir)
+    local = settings.local
+    return open_local_model(
+        name,
+        path=path,
+        threads=local.threads,
+        context_size=local.context_size,
+        queue_bound=local.queue_bound,
+        clock=clock,
+    )
 
 
 def _known_providers() -> str:

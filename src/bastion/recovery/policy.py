@@ -15,7 +15,9 @@
                         with side effects that is not idempotent is never re-run
                         after a call that may have happened: abort, a person checks
   CIRCUIT_OPEN          fallback, else abort
-  TOOL_ERROR, CRASHED   fallback, else replan, else abort
+  TOOL_ERROR, CRASHED,  fallback, else replan, else abort; never retried: a limit
+  RESOURCE_EXHAUSTED    is hit again, and a crash of a tool with side effects may
+                        have happened half-way
   INVALID_ARGS,         replan, else abort
   UNKNOWN_TOOL
   ===================== ==========================================================
@@ -53,6 +55,9 @@ from bastion.settings import RecoverySettings
 
 OUT_OF_TIME = "Sorry, this request took too long and was stopped. Please try again."
 _TRANSIENT = frozenset({ToolErrorKind.TIMEOUT, ToolErrorKind.TRANSIENT})
+_PERMANENT = frozenset(
+    {ToolErrorKind.TOOL_ERROR, ToolErrorKind.CRASHED, ToolErrorKind.RESOURCE_EXHAUSTED}
+)
 
 
 def decide(failure: Failure, *, settings: RecoverySettings, backoff: Backoff) -> RecoveryAction:
@@ -159,7 +164,7 @@ def _tool_failed(
     if kind is ToolErrorKind.CIRCUIT_OPEN:
         return _fallback(failure, what) or Abort(reason=what, user_message=CircuitOpen.user_message)
     user = f"Sorry, I could not complete this step: {_sentence(step)}."
-    if kind in (ToolErrorKind.TOOL_ERROR, ToolErrorKind.CRASHED):
+    if kind in _PERMANENT:
         return _fallback(failure, what) or _replan_else_abort(can_replan, what, user)
     # INVALID_ARGS, UNKNOWN_TOOL and anything added later: the plan was wrong, so plan again.
     return _replan_else_abort(can_replan, what, user)

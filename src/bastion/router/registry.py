@@ -5,8 +5,10 @@ idempotency, fallback, price, sandbox tier). Every option is checked here, when 
 declares the tool is imported, so a mistake is a `ConfigError` at start-up rather than a failed
 run. Reading the signature itself is `bastion.router.signature`'s job.
 
-Only the ``inline`` sandbox tier exists so far; asking for ``process`` or ``os`` is refused rather
-than silently running the tool with weaker isolation than its author asked for.
+A tool asking for the ``process`` or ``os`` sandbox tier is registered only if this machine can
+provide that tier (`bastion.sandbox.capabilities.require_tier`, which says why not) and its
+function can be imported by name in a child process; it never runs with weaker isolation than its
+author asked for.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from bastion.router.signature import inspect_tool
 #: What a tool name may look like: short, and safe in a JSON schema ``const``, a log and a URL.
 TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_.-]{0,63}$")
 _TIERS: tuple[SandboxTier, ...] = ("inline", "process", "os")
-_AVAILABLE_TIERS: frozenset[str] = frozenset({"inline"})
 
 
 def make_tool(
@@ -52,7 +53,8 @@ def make_tool(
         idempotent: Whether running the same call twice is safe (it keys on the idempotency key).
         fallback: Another tool to try when this one fails for good.
         cost_usd: Price of one call, charged against the run's budget.
-        sandbox: Isolation tier to run in; only ``"inline"`` is available so far.
+        sandbox: Isolation tier to run in: ``"inline"`` (the event loop), ``"process"`` (a
+            child process with resource limits) or ``"os"`` (the same inside bubblewrap).
         tags: Free labels for grouping tools (dashboards, filters).
 
     Raises:
@@ -81,7 +83,7 @@ def make_tool(
         idempotent=_flag(idempotent, tool_name, "idempotent"),
         fallback=_fallback(fallback, tool_name),
         cost_usd=_cost(cost_usd, tool_name),
-        sandbox=_tier(sandbox, tool_name),
+        sandbox=_tier(sandbox, tool_name, fn),
         tags=_labels(tags, tool_name, "tags"),
     )
 
@@ -198,13 +200,13 @@ def _cost(cost_usd: Decimal | int | str, name: str) -> Decimal:
     return cost
 
 
-def _tier(sandbox: str, name: str) -> SandboxTier:
+def _tier(sandbox: str, name: str, fn: Callable[..., Any]) -> SandboxTier:
     for tier in _TIERS:
         if sandbox == tier:
-            if tier not in _AVAILABLE_TIERS:
-                raise ConfigError(
-                    f"sandbox tier {tier!r} is not available yet: only 'inline' is implemented "
-                    f"(tool {name!r})"
-                )
+            if tier != "inline":
+                # Imported here: the sandbox package imports the router's interface.
+                from bastion.sandbox.capabilities import require_tier
+
+                require_tier(tier, tool=name, fn=fn)
             return tier
     raise ConfigError(f"tool {name!r}: unknown sandbox tier {sandbox!r}; use one of {_TIERS}")

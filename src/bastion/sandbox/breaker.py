@@ -4,9 +4,9 @@ A tool that keeps failing is not called again until its breaker (``tool:<name>``
 lets a probe through; meanwhile its calls fail fast with a CIRCUIT_OPEN outcome, so the Recovery
 Handler can use the tool's fallback or replan instead of waiting on timeouts.
 
-Only the tool's own failures count (TIMEOUT, TOOL_ERROR, CRASHED, TRANSIENT). The caller's
-mistakes (INVALID_ARGS, DENIED, UNKNOWN_TOOL) say nothing about the tool's health, and a planner
-sending bad args must not be able to switch a tool off for everyone.
+Only the tool's own failures count (TIMEOUT, TOOL_ERROR, CRASHED, TRANSIENT, RESOURCE_EXHAUSTED).
+The caller's mistakes (INVALID_ARGS, DENIED, UNKNOWN_TOOL) say nothing about the tool's health,
+and a planner sending bad args must not be able to switch a tool off for everyone.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ COUNTED_FAILURES = frozenset(
         ToolErrorKind.TOOL_ERROR,
         ToolErrorKind.CRASHED,
         ToolErrorKind.TRANSIENT,
+        ToolErrorKind.RESOURCE_EXHAUSTED,
     }
 )
 
@@ -67,3 +68,9 @@ class BreakerSandbox(ExecutionSandbox):
         else:
             breaker.release()
         return outcome
+
+    async def aclose(self) -> None:
+        """Close the wrapped sandbox, if it holds anything (warm workers)."""
+        aclose = getattr(self._wrapped, "aclose", None)
+        if aclose is not None:
+            await aclose()

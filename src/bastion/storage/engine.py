@@ -53,7 +53,7 @@ _WAL = "PRAGMA journal_mode=WAL"
 #: The busy timeout comes first so that switching the journal to WAL, which needs a lock, waits
 #: for another connection instead of failing.
 SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout=5000",
+    "PRAGMA busy_timeout=30000",
     _WAL,
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",

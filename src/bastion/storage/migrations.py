@@ -51,8 +51,26 @@ def _create_tables_v1(connection: sa.Connection) -> None:
     )
 
 
+def _create_gate_tables_v2(connection: sa.Connection) -> None:
+    # The Permissions Gate's keyed audit chain, API keys and stored principals. The v1
+    # ``audit_log`` is left as it is: its entries were chained without a key, and re-keying them
+    # here would vouch for entries nobody can check (the key is not in the database).
+    tables.metadata.create_all(
+        connection, tables=[tables.audit_entries, tables.api_keys, tables.principals]
+    )
+
+
+def _create_workers_table_v3(connection: sa.Connection) -> None:
+    # Durable execution's worker registry: heartbeats, unique live executor ids, takeovers.
+    tables.metadata.create_all(connection, tables=[tables.workers])
+
+
 #: Every migration, in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_create_tables_v1,)
+MIGRATIONS: tuple[Migration, ...] = (
+    _create_tables_v1,
+    _create_gate_tables_v2,
+    _create_workers_table_v3,
+)
 
 #: The schema version this Bastion writes and reads.
 LATEST_VERSION = len(MIGRATIONS)
@@ -72,6 +90,12 @@ async def migrate(engine: AsyncEngine, *, migrations: tuple[Migration, ...] = MI
         ConfigError: the database is at a newer version than `migrations` reach (it was migrated
             by a newer Bastion, whose schema this one cannot be trusted to read or write).
     """
+    # Most starts find the schema current: say so from a read, without queueing for the write
+    # lock behind every process that is busy writing (SQLite has one writer at a time).
+    async with engine.connect() as connection:
+        version = await current_version(connection)
+    if version == len(migrations):
+        return version
     while True:
         async with begin_write(engine) as connection:
             await _lock(connection)

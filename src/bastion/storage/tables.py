@@ -200,3 +200,71 @@ audit_log = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+
+# -- v2: the Permissions Gate's tables (migration 2) --------------------------------------------
+
+#: The keyed audit chain, written by `bastion.gate.audit`. ``seq`` is the entry's position (0, 1,
+#: ...): as the primary key it makes a fork impossible (two entries can never share a position).
+#: ``body`` is the entry's canonical JSON, exactly the text its MAC covers; the other columns
+#: repeat a few of its fields for `bastion audit show`'s filters, and verify checks they agree.
+#: (The v1 ``audit_log`` above holds the unkeyed entries written before migration 2.)
+audit_entries = sa.Table(
+    "audit_entries",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("principal_id", _Id),
+    sa.Column("run_id", _Id),
+    sa.Column("tool_name", _Id),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("prev_mac", sa.String(64), nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "principal_id"),
+    sa.Index(None, "tool_name"),
+)
+
+#: API keys, stored as an HMAC of the key (`bastion.gate.keys`); the key itself is never stored.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("principal_id", _Id, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime),
+    sa.Column("revoked_at", UtcDateTime),
+    sa.Index(None, "principal_id"),
+)
+
+#: Principals kept in the database (service accounts made by ``bastion keys create --scope``),
+#: besides those an app declares in code or in its principals file.
+principals = sa.Table(
+    "principals",
+    metadata,
+    sa.Column("principal_id", _Id, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("roles", Json, nullable=False),
+    sa.Column("scopes", Json, nullable=False),
+    sa.Column("display_name", sa.String(255)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+#: Durable workers (`bastion.durable.workers`): one row per executor id, its heartbeat, and who
+#: took over its runs when it died for good.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("executor_id", sa.String(64), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("heartbeat_at", UtcDateTime, nullable=False),
+    sa.Column("stopped_at", UtcDateTime),
+    sa.Column("taken_over_by", sa.String(64)),
+    sa.Column("taken_over_at", UtcDateTime),
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -49,6 +50,8 @@ EXPECTED: dict[str, tuple[list[str], int | None]] = {
     "Please refund my order A1002": (["lookup_order", "escalate_to_human"], None),
     "Refund 250.00 on order A1007, the espresso machine arrived broken": (["issue_refund"], 0),
     "Can I still cancel my order A1005?": (["search_kb", "lookup_order"], None),
+    "Order A1003 was paid 112.05 after a 10% voucher and the customer returns the coffee scale: "
+    "work out the refund pro rata": (["prorata_refund"], None),
 }
 
 
@@ -97,7 +100,7 @@ def test_there_is_one_rule_per_demo_request_and_a_catch_all() -> None:
 
 
 def test_requests_cover_the_demo_paths() -> None:
-    assert 6 <= len(DEMO_REQUESTS) <= 8
+    assert 6 <= len(DEMO_REQUESTS) <= 9
     assert {request.message for request in DEMO_REQUESTS} == set(EXPECTED)
     assert all(request.user_id in BY_ID for request in DEMO_REQUESTS)
     # One session each: an earlier request's turns never steer a later one's plan.
@@ -138,9 +141,14 @@ def test_customers_are_never_offered_the_refund_tool(tools: dict[str, ToolSpec])
 
 @pytest.mark.parametrize("request_", DEMO_REQUESTS, ids=lambda r: r.session_id)
 async def test_each_plan_does_what_the_demo_shows(
-    db: Path, tools: dict[str, ToolSpec], request_: DemoRequest
+    db: Path,
+    tools: dict[str, ToolSpec],
+    request_: DemoRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Run each plan's steps through the policies and the tools, as the runtime would."""
+    monkeypatch.chdir(tmp_path)  # run_python's workspace is its working directory
     principal = BY_ID[request_.user_id]
     policies = make_policies(db)
     denied_at = None
@@ -162,7 +170,10 @@ async def test_each_plan_does_what_the_demo_shows(
                 principal=principal,
                 idempotency_key=f"r:{index}",
             )
-        spec.return_adapter.validate_python(spec.fn(**kwargs))  # type: ignore[union-attr]
+        value = spec.fn(**kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        spec.return_adapter.validate_python(value)  # type: ignore[union-attr]
     assert denied_at == EXPECTED[request_.message][1]
 
 

@@ -20,6 +20,7 @@ from bastion.demo.support.data import normalise_order_id
 from bastion.demo.support.results import (
     KbHit,
     OrderDetails,
+    RefundQuote,
     RefundReceipt,
     ShipmentStatus,
     TicketReceipt,
@@ -161,6 +162,17 @@ def _refund_sentence(story: _Story, value: Any) -> str:
     )
 
 
+def _quote_sentence(story: _Story, value: Any) -> str:
+    quote = RefundQuote.model_validate(value)
+    story.subject = None
+    items = " and ".join(quote.returned)
+    return (
+        f"For the {items} returned from order {quote.order_id}, a pro-rata refund comes to "
+        f"{_money(quote.refund, quote.currency)} ({quote.share_percent}% of the "
+        f"{_money(quote.paid, quote.currency)} paid); nothing has been refunded yet."
+    )
+
+
 def _ticket_sentence(story: _Story, value: Any) -> str:
     ticket = TicketReceipt.model_validate(value)
     story.subject = None
@@ -186,5 +198,8 @@ _WORDINGS: dict[str, _Wording] = {
     "issue_refund": _Wording(_refund_sentence, lambda a: f"issue a refund on {_order_arg(a)}"),
     "escalate_to_human": _Wording(
         _ticket_sentence, lambda a: "pass your request to our support team"
+    ),
+    "prorata_refund": _Wording(
+        _quote_sentence, lambda a: f"work out a pro-rata refund on {_order_arg(a)}"
     ),
 }

@@ -3,7 +3,8 @@
 Together they walk every part of the runtime: reading an order and its parcel, answering from the
 help centre, escalating to a person, a refund with a side effect, a policy denial (a customer
 asking for someone else's order), a tool a customer may not even be offered (refunds), and the
-refund cap. Each request has its own session so that one request's history never steers another's
+refund cap, and a refund worked out in code (``run_python``, in the os sandbox). Each request has
+its own session so that one request's history never steers another's
 plan. `script.json` holds, for each, the plan a good model would make.
 """
 
@@ -45,4 +46,11 @@ DEMO_REQUESTS: tuple[DemoRequest, ...] = (
     ),
     # search_kb + lookup_order: a how-to question about the customer's own pending order.
     DemoRequest("c3", "demo-c3-cancel", "Can I still cancel my order A1005?"),
+    # prorata_refund: a refund worked out in code (run_python, in the os sandbox).
+    DemoRequest(
+        "lead",
+        "demo-lead-prorata",
+        "Order A1003 was paid 112.05 after a 10% voucher and the customer returns the coffee "
+        "scale: work out the refund pro rata",
+    ),
 )

@@ -73,6 +73,19 @@ class RefundReceipt(_Result):
     arrives: str
 
 
+class RefundQuote(_Result):
+    """A pro-rata refund that `prorata_refund` worked out (in the os sandbox); nothing is paid."""
+
+    order_id: str
+    #: The returned items, by name.
+    returned: list[str]
+    #: What the customer paid for the whole order, and the returned items' share of it.
+    paid: str
+    share_percent: str
+    refund: str
+    currency: str
+
+
 class TicketReceipt(_Result):
     """An escalation ticket that `escalate_to_human` opened (or had opened, for the same step)."""
 

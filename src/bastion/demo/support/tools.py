@@ -1,4 +1,4 @@
-"""The support agent's tools: look up orders, track parcels, search help articles, refund, escalate.
+"""The support agent's tools: orders, parcels, help articles, refunds, escalation, pro-rata sums.
 
 Each is a plain sync function over the shop database (Bastion runs sync tools in a worker thread),
 turned into a `ToolSpec` by `make_tool`; its docstring is what the model reads, so the ``Args:``
@@ -9,10 +9,21 @@ upper-case. A tool signals a bad request by raising (`LookupError` for an unknow
 The two tools with side effects record the step's idempotency key with what they write, in the
 same transaction as their checks: a step run again (a retry, a resumed run) gets back the refund or
 ticket it made the first time instead of paying or opening a ticket twice.
+
+`prorata_refund` works out a refund over some of an order's items: their share of what the
+customer paid. The arithmetic is a fixed program (`PRORATA_PROGRAM`) run with ``run_python`` on the
+``os`` tier (`bastion.tools.PythonRunner`): exact ``Decimal`` arithmetic in a sandbox with no
+network and no host files, fed with the order as the shop database has it. The model only picks
+the tool and names the items; small models do that reliably and write arithmetic code poorly. The
+tool needs the ``os`` tier; on a machine without it (``bastion doctor`` says why) the demo leaves
+it out, with a warning, rather than failing to start.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -34,12 +45,17 @@ from bastion.demo.support.results import (
     KbHit,
     OrderDetails,
     OrderItem,
+    RefundQuote,
     RefundReceipt,
     ShipmentStatus,
     TicketReceipt,
 )
+from bastion.errors import ConfigError
 from bastion.router.interface import ToolContext, ToolSpec
 from bastion.router.registry import make_tool
+from bastion.tools import PythonRunFailed, PythonRunner
+
+logger = logging.getLogger(__name__)
 
 #: Every tool is a few indexed queries on a local file; anything slower is stuck.
 TOOL_TIMEOUT_S = 10.0
@@ -62,10 +78,27 @@ OrderId = Annotated[str, Field(min_length=1, max_length=20)]
 Query = Annotated[str, Field(min_length=1, max_length=200)]
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
 Summary = Annotated[str, Field(min_length=1, max_length=1000)]
+ItemName = Annotated[str, Field(min_length=1, max_length=100)]
+ReturnedItems = Annotated[list[ItemName], Field(min_length=1, max_length=20)]
+
+#: The pro-rata arithmetic, run with ``run_python`` in the os sandbox. It reads ``order.json``
+#: (the order's lines, what was paid, which lines came back) from its workspace.
+PRORATA_PROGRAM = """\
+import json
+from decimal import ROUND_HALF_UP, Decimal
+
+with open("order.json") as handle:
+    order = json.load(handle)
+lines = {line["name"]: Decimal(line["amount"]) for line in order["lines"]}
+paid = Decimal(order["paid"])
+share = sum(lines[name] for name in order["returned"]) / sum(lines.values())
+refund = (paid * share).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+result = {"refund": str(refund), "share_percent": str((share * 100).quantize(Decimal("0.01")))}
+"""
 
 
 def make_tools(db_path: Path, *, clock: Clock | None = None) -> list[ToolSpec]:
-    """The five support tools, working on the shop database at `db_path`.
+    """The support tools, working on the shop database at `db_path`, and ``run_python``.
 
     Args:
         db_path: A database made by `ensure_database`.
@@ -73,6 +106,23 @@ def make_tools(db_path: Path, *, clock: Clock | None = None) -> list[ToolSpec]:
     """
     tools = _SupportTools(db_path, clock or SystemClock())
     read = ("orders:read",)
+    return [*_shop_tools(tools, read), *make_prorata_tools(db_path)]
+
+
+def make_prorata_tools(db_path: Path) -> list[ToolSpec]:
+    """`prorata_refund` for whoever may issue refunds; none when this machine lacks the os tier."""
+    try:
+        runner = PythonRunner()
+    except ConfigError as exc:
+        logger.warning("the support demo runs without prorata_refund: %s", exc)
+        return []
+    quotes = _ProrataRefunds(db_path, runner)
+    return [
+        make_tool(quotes.prorata_refund, permissions=("refunds:write",), timeout_s=TOOL_TIMEOUT_S)
+    ]
+
+
+def _shop_tools(tools: _SupportTools, read: tuple[str, ...]) -> list[ToolSpec]:
     return [
         make_tool(tools.lookup_order, permissions=read, timeout_s=TOOL_TIMEOUT_S),
         make_tool(tools.track_shipment, permissions=read, timeout_s=TOOL_TIMEOUT_S),
@@ -346,3 +396,75 @@ def _snippet(body: str) -> str:
     if len(sentence) <= _SNIPPET_CHARS:
         return sentence
     return sentence[:_SNIPPET_CHARS].rsplit(" ", 1)[0] + "…"
+
+
+class _ProrataRefunds:
+    """`prorata_refund`, reading orders from the database and computing in the os sandbox."""
+
+    def __init__(self, db_path: Path, runner: PythonRunner) -> None:
+        self._db = db_path
+        self._runner = runner
+
+    async def prorata_refund(
+        self, order_id: OrderId, returned: ReturnedItems, paid: Decimal
+    ) -> RefundQuote:
+        """Work out a refund pro rata: the returned items' share of what was paid for the order.
+
+        For items sent back from an order paid with a voucher or a discount. It only computes:
+        issue_refund pays.
+
+        Args:
+            order_id: The order number, e.g. "A1003".
+            returned: The names (or SKUs) of the items sent back, e.g. ["Coffee scale"].
+            paid: What the customer paid for the whole order, after vouchers, e.g. "112.05".
+        """
+        order, lines = await asyncio.to_thread(self._order_lines, order_id)
+        names = [_match_item(lines, wanted) for wanted in returned]
+        cents = decimal_to_cents(paid)
+        if not 0 < cents <= order["total_cents"]:
+            raise ValueError(
+                f"Order {order['id']} totals {cents_to_decimal(order['total_cents'])}; what was "
+                f"paid must be more than 0.00 and at most that, not {paid}."
+            )
+        data = {
+            "lines": [{"name": row["name"], "amount": str(_line_amount(row))} for row in lines],
+            "paid": str(cents_to_decimal(cents)),
+            "returned": sorted(set(names)),
+        }
+        try:
+            ran = await self._runner.run(PRORATA_PROGRAM, files={"order.json": json.dumps(data)})
+        except PythonRunFailed as exc:
+            raise RuntimeError(f"The refund could not be worked out: {exc}") from exc
+        result = ran["result"]
+        return RefundQuote(
+            order_id=order["id"],
+            returned=data["returned"],
+            paid=data["paid"],
+            share_percent=result["share_percent"],
+            refund=result["refund"],
+            currency=order["currency"],
+        )
+
+    def _order_lines(self, order_id: str) -> tuple[sqlite3.Row, list[sqlite3.Row]]:
+        with connect(self._db) as conn:
+            order = _order_row(conn, order_id)
+            lines = conn.execute(
+                "SELECT sku, name, quantity, unit_price_cents FROM order_items"
+                " WHERE order_id = ? ORDER BY line_no",
+                (order["id"],),
+            ).fetchall()
+        return order, lines
+
+
+def _line_amount(row: sqlite3.Row) -> Decimal:
+    return cents_to_decimal(row["quantity"] * row["unit_price_cents"])
+
+
+def _match_item(lines: list[sqlite3.Row], wanted: str) -> str:
+    """The name of the order line called `wanted` (by name or SKU, any case)."""
+    key = wanted.strip().casefold()
+    for row in lines:
+        if key in (row["name"].casefold(), row["sku"].casefold()):
+            return str(row["name"])
+    names = ", ".join(row["name"] for row in lines)
+    raise LookupError(f"The order has no item {wanted!r}; its items are: {names}.")

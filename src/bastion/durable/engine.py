@@ -1,0 +1,323 @@
+"""`DurableEngine`: the one seam to DBOS Transact. Nothing outside `bastion.durable` imports DBOS.
+
+A run is a DBOS workflow whose id is the run id (so starting the same run twice attaches to it);
+its model calls, tool calls, gate decisions, recovery decisions and sleeps are steps
+(`bastion.durable.steps`). DBOS keeps its checkpoints in its *system database*: SQLite on one
+machine, PostgreSQL when workers share the work. Bastion's run store (`SqlMemory`) stays the
+source of truth users see; it is written idempotently, so a replayed run leaves it as the first
+execution did.
+
+DBOS's sharp edges, and what is done about each here:
+
+* SQLite is left in rollback-journal mode: the engine given to DBOS sets WAL and
+  ``synchronous=NORMAL`` on every connection (survives kill -9; a power loss may lose the last
+  transactions, i.e. re-run the last steps; ``sqlite_synchronous="FULL"`` survives that too).
+* The application version defaults to a hash of the workflow sources, so any code edit would
+  strand in-flight runs silently: it is pinned to `WORKFLOW_VERSION`, bumped by hand when the
+  workflow's step sequence changes; runs of other versions are listed as *stranded* and can be
+  resumed on this version (`stranded`, `adopt`).
+* The default serializer is pickle: `JsonSerializer` stores JSON only.
+* Without Conductor a restarted worker recovers only its own executor id's runs: every worker
+  has a stable, unique id (`bastion.durable.workers` refuses a second live one and lets a live
+  worker take over a dead one's runs).
+* One DBOS instance per process: this class is the only holder, and refuses a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS, DBOSConfig, SetWorkflowID
+from dbos._error import DBOSAwaitedWorkflowCancelledError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bastion.clock import Clock
+from bastion.durable import codec, workflow
+from bastion.durable.codec import JsonSerializer
+from bastion.durable.workers import WorkerRegistry, auto_executor_id
+from bastion.durable.workflow import Runner
+from bastion.errors import ConfigError
+from bastion.flow.state import EventSink
+from bastion.messages import AgentRequest, AgentResponse, Principal, RunStatus
+from bastion.settings import Settings
+
+logger = logging.getLogger("bastion.durable")
+
+#: Bump when a change to the run loop changes the sequence of steps a run takes (see module doc).
+WORKFLOW_VERSION = "bastion-run-1"
+APP_NAME = "bastion"
+RUN_QUEUE = "bastion_runs"
+
+_CANCELLED = "This request was cancelled."
+
+
+def system_database_url(settings: Settings) -> str:
+    """DBOS's system database: set explicitly, else Bastion's PostgreSQL, else SQLite beside it."""
+    if settings.durable.system_database_url:
+        return settings.durable.system_database_url
+    url = settings.database_url
+    for prefix in ("postgresql+asyncpg://", "postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return f"sqlite:///{Path(settings.data_dir) / 'dbos.sqlite'}"
+
+
+class _ToBastionLogs(logging.Handler):
+    """Hands DBOS's log records to Bastion's logging (``bastion.dbos``).
+
+    DBOS otherwise installs its own console handler on the stream of the moment, which writes
+    around Bastion's redaction and one-line CLI output (and to a closed stream once that stream,
+    say a test's captured stderr, is gone).
+    """
+
+    name = "bastion-forward"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        target = logging.getLogger("bastion.dbos")
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+
+def _route_dbos_logs() -> None:
+    dbos_logger = logging.getLogger("dbos")
+    for handler in list(dbos_logger.handlers):
+        if handler.name == "__dbos_console_log_handler__":
+            dbos_logger.removeHandler(handler)
+    if not any(isinstance(h, _ToBastionLogs) for h in dbos_logger.handlers):
+        dbos_logger.addHandler(_ToBastionLogs())
+    dbos_logger.propagate = False
+
+
+def sqlite_engine(url: str, synchronous: str) -> sa.Engine:
+    """A SQLite engine in WAL mode, for DBOS's system database.
+
+    DBOS leaves SQLite in rollback-journal mode, at about 16 ms a step here.
+    """
+    path = url.removeprefix("sqlite:///")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+class DurableEngine:
+    """Starts DBOS for this process and runs requests as durable workflows."""
+
+    _active: DurableEngine | None = None
+
+    def __init__(self, *, settings: Settings, store: AsyncEngine, clock: Clock) -> None:
+        self.settings = settings
+        self.url = system_database_url(settings)
+        self.executor_id = settings.durable.executor_id or auto_executor_id()
+        self.registry = WorkerRegistry(
+            engine=store,
+            clock=clock,
+            executor_id=self.executor_id,
+            takeover_after_s=settings.durable.takeover_after_s,
+        )
+        #: Set while shutting down: runs interrupted then are left to be recovered, not cancelled.
+        self.stopping = False
+        self._heartbeats: asyncio.Task[None] | None = None
+        self._engine: sa.Engine | None = None
+        self._runner: Runner | None = None
+        #: Whether this process takes runs from the shared queue (a worker), set before start.
+        self.serve_queue = False
+
+    @property
+    def launched(self) -> bool:
+        """Whether DBOS runs in this process on behalf of this engine."""
+        return DurableEngine._active is self
+
+    def _config(self) -> DBOSConfig:
+        config: DBOSConfig = {
+            "name": APP_NAME,
+            "system_database_url": self.url,
+            "application_version": WORKFLOW_VERSION,
+            "executor_id": self.executor_id,
+            "serializer": JsonSerializer(),
+            "notification_listener_polling_interval_sec": self.settings.durable.polling_interval_s,
+            "log_level": "WARNING",
+        }
+        if self.url.startswith("sqlite"):
+            self._engine = sqlite_engine(self.url, self.settings.durable.sqlite_synchronous)
+            config["system_database_engine"] = self._engine
+        return config
+
+    async def launch(self, runner: Runner) -> None:
+        """Start DBOS with `runner` attached; runs left pending by this executor are recovered.
+
+        Call it from the event loop that will run the workflows (DBOS adopts the running loop).
+
+        Raises:
+            ConfigError: DBOS already runs in this process for another system, or cannot start.
+        """
+        if DurableEngine._active is not None:
+            raise ConfigError(
+                "a durable AgentSystem is already running in this process: close it first "
+                "(DBOS allows one per process)"
+            )
+        await self.registry.register()
+        workflow.attach(runner)
+        self._runner = runner
+        self.stopping = False
+        _route_dbos_logs()
+        try:
+            DBOS(config=self._config())
+            _route_dbos_logs()
+            if not self.serve_queue:
+                # Only workers take queued runs; other processes run their own and recover.
+                DBOS.listen_queues([])
+            DBOS.launch()
+            await DBOS.register_queue_async(
+                RUN_QUEUE,
+                worker_concurrency=self.settings.durable.worker_concurrency,
+                partition_concurrency=self.settings.durable.per_user_concurrency,
+                polling_interval_sec=self.settings.durable.polling_interval_s,
+            )
+        except Exception as exc:
+            self._teardown()
+            raise ConfigError(
+                f"durable execution could not start on {_masked(self.url)}: {exc}"
+            ) from exc
+        DurableEngine._active = self
+        self._heartbeats = asyncio.create_task(self._heartbeat_loop(), name="bastion-heartbeats")
+        logger.info("durable execution on %s as executor %r", _masked(self.url), self.executor_id)
+
+    async def _heartbeat_loop(self) -> None:
+        period = self.settings.durable.heartbeat_s
+        while True:
+            try:
+                await self.registry.heartbeat()
+                if self.serve_queue:
+                    await self.take_over_dead()
+            except Exception:
+                # A missed beat is not fatal: the next one may pass; a long outage shows as
+                # a stale heartbeat, and another worker takes over, as designed.
+                logger.exception("heartbeat of executor %r failed", self.executor_id)
+            await asyncio.sleep(period)  # noqa: TID251 - a real period, not a fakeable wait
+
+    async def take_over_dead(self) -> list[str]:
+        """Claim every dead executor and re-enqueue its unfinished runs; returns those claimed."""
+        claimed = []
+        for dead in await self.registry.dead():
+            if await self.registry.claim(dead):
+                handles = await asyncio.to_thread(DBOS._recover_pending_workflows, [dead])
+                logger.warning(
+                    "took over %d unfinished run(s) of dead executor %r", len(handles), dead
+                )
+                claimed.append(dead)
+        return claimed
+
+    async def shutdown(self) -> None:
+        """Stop DBOS (runs still in flight are recovered later). Safe to call twice."""
+        if DurableEngine._active is not self:
+            return
+        self.stopping = True
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
+            await asyncio.gather(self._heartbeats, return_exceptions=True)
+            self._heartbeats = None
+        DurableEngine._active = None
+        try:
+            self._teardown()
+        finally:
+            try:
+                await self.registry.stop()
+            except Exception:
+                logger.exception("could not record the stop of executor %r", self.executor_id)
+
+    def _teardown(self) -> None:
+        try:
+            DBOS.destroy(destroy_registry=False)
+        finally:
+            if self._runner is not None:
+                workflow.detach(self._runner)
+                self._runner = None
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        request: AgentRequest,
+        *,
+        deadline_at: datetime,
+        on_event: EventSink | None,
+        principal: Principal | None = None,
+    ) -> AgentResponse:
+        """Run `request` as a workflow (or attach to the run with its id) and wait for its end."""
+        self._require_launched()
+        if on_event is not None:
+            workflow.add_sink(request.run_id, on_event)
+        try:
+            with SetWorkflowID(request.run_id):
+                handle = await DBOS.start_workflow_async(
+                    workflow.run_workflow, codec.encode_run_input(request, deadline_at, principal)
+                )
+            try:
+                data = await handle.get_result()
+            except DBOSAwaitedWorkflowCancelledError:
+                return AgentResponse(
+                    run_id=request.run_id,
+                    status=RunStatus.CANCELLED,
+                    message=_CANCELLED,
+                    error="cancelled",
+                )
+            except asyncio.CancelledError:
+                # The caller gave up: the run is cancelled (a step under way in this process is
+                # interrupted and the run checkpointed `cancelled`, as in process).
+                await asyncio.shield(self._cancel_local(request.run_id))
+                raise
+        finally:
+            workflow.drop_sink(request.run_id)
+        return codec.RESPONSE.validate_python(data)
+
+    async def _cancel_local(self, run_id: str) -> None:
+        await DBOS.cancel_workflow_async(run_id)
+        task = workflow.running_task(run_id)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def wait(self, run_id: str) -> AgentResponse:
+        """Wait for a run (started here or elsewhere) to end, and return its response."""
+        self._require_launched()
+        handle: Any = await DBOS.retrieve_workflow_async(run_id)
+        try:
+            data = await handle.get_result()
+        except DBOSAwaitedWorkflowCancelledError:
+            return AgentResponse(
+                run_id=run_id, status=RunStatus.CANCELLED, message=_CANCELLED, error="cancelled"
+            )
+        return codec.RESPONSE.validate_python(data)
+
+    def _require_launched(self) -> None:
+        if not self.launched:
+            raise ConfigError("durable execution is not running: start the AgentSystem first")
+
+
+def _masked(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+__all__ = ["DurableEngine", "sqlite_engine", "system_database_url"]

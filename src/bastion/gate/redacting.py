@@ -1,0 +1,255 @@
+"""Wrappers that pass what a run keeps and shows through the redactor, and audit budget denials.
+
+The flow persists a run as it goes (events, plans, step records, the answer, errors) and hands
+events to a live sink and the response to the caller. Rather than redact at each of those places
+inside the flow, the system wraps the two seams everything passes through:
+
+* `RedactingMemory` wraps the Memory Manager: every plan, step record, event, run error, answer
+  and turn is redacted before it is stored (so the run store and the session history the planner
+  reads later hold no secret);
+* `redact_response` and `redacting_sink` do the same for the response returned to the caller and
+  for the events shown live (the CLI's progress display).
+
+What is deliberately NOT redacted: what the planner sees of the steps run so far, in the same
+run. A tool result is the agent's working data (an order's details, a ticket id), and the model
+needs it verbatim to plan the next step. Secrets a tool returns therefore reach the model; keep
+them out of tool results, or declare their fields secret so every record of them is hidden.
+
+`AuditedCostController` records every budget denial in the audit log (DESIGN.md: every decision
+is audited), around whichever Cost Controller the system uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Self
+
+from bastion.clock import Clock
+from bastion.cost.interface import CostController, Reservation
+from bastion.errors import BudgetExceeded
+from bastion.gate.interface import AuditEntry, AuditLog
+from bastion.gate.redact import Redactor
+from bastion.memory.interface import MemoryContext, MemoryManager, RunRecord
+from bastion.messages import (
+    AgentPlan,
+    AgentRequest,
+    AgentResponse,
+    Principal,
+    RunEvent,
+    RunStatus,
+    StepRecord,
+    ToolOutcome,
+    Verdict,
+)
+from bastion.models.interface import ChatRequest, Usage
+
+
+def redact_plan(redactor: Redactor, plan: AgentPlan) -> AgentPlan:
+    """`plan` with its reasoning and every step's description, args, result and error redacted."""
+    return replace(
+        plan,
+        reasoning=redactor.text(plan.reasoning),
+        steps=tuple(
+            replace(
+                step,
+                description=redactor.text(step.description),
+                tool_args=redactor.value(step.tool_args),
+                result=redactor.value(step.result),
+                error=None if step.error is None else redactor.text(step.error),
+            )
+            for step in plan.steps
+        ),
+    )
+
+
+def redact_record(redactor: Redactor, record: StepRecord) -> StepRecord:
+    """`record` with its step, outcome (value and error) and verdict reason redacted."""
+    outcome: ToolOutcome | None = record.outcome
+    if outcome is not None:
+        outcome = replace(
+            outcome,
+            value=redactor.value(outcome.value),
+            error=None if outcome.error is None else redactor.text(outcome.error),
+        )
+    verdict: Verdict | None = record.verdict
+    if verdict is not None:
+        verdict = replace(verdict, reason=redactor.text(verdict.reason))
+    [step] = redact_plan(redactor, AgentPlan(steps=(record.step,), reasoning="")).steps
+    return replace(record, step=step, outcome=outcome, verdict=verdict)
+
+
+def redact_event(redactor: Redactor, event: RunEvent) -> RunEvent:
+    """`event` with its data redacted."""
+    return replace(event, data=redactor.value(event.data))
+
+
+def redact_response(redactor: Redactor, response: AgentResponse) -> AgentResponse:
+    """`response` with its message, error and plan redacted: what the caller gets back."""
+    return replace(
+        response,
+        message=redactor.text(response.message),
+        error=None if response.error is None else redactor.text(response.error),
+        plan=None if response.plan is None else redact_plan(redactor, response.plan),
+    )
+
+
+def redacting_sink(
+    redactor: Redactor, sink: Callable[[RunEvent], None]
+) -> Callable[[RunEvent], None]:
+    """An event sink that hands `sink` each event redacted."""
+
+    def redacted(event: RunEvent) -> None:
+        sink(redact_event(redactor, event))
+
+    return redacted
+
+
+def _opt(redactor: Redactor, text: str | None) -> str | None:
+    return None if text is None else redactor.text(text)
+
+
+class RedactingMemory(MemoryManager):
+    """A Memory Manager that stores everything through a redactor; reads pass through.
+
+    Args:
+        wrapped: the memory that stores.
+        redactor: what to hide.
+    """
+
+    def __init__(self, wrapped: MemoryManager, *, redactor: Redactor) -> None:
+        self.wrapped = wrapped
+        self._redactor = redactor
+
+    def __getattr__(self, name: str) -> Any:
+        # Extras of the wrapped store (its engine, say) stay reachable. A write method added to
+        # the MemoryManager protocol must be added above, redacted, not reached through here.
+        return getattr(self.wrapped, name)
+
+    def _request(self, request: AgentRequest) -> AgentRequest:
+        return replace(request, message=self._redactor.text(request.message), api_key=None)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await self.wrapped.start()
+
+    async def close(self) -> None:
+        await self.wrapped.close()
+
+    async def load_context(self, request: AgentRequest, *, token_budget: int) -> MemoryContext:
+        return await self.wrapped.load_context(request, token_budget=token_budget)
+
+    async def persist_turns(self, request: AgentRequest, response: AgentResponse) -> None:
+        await self.wrapped.persist_turns(
+            self._request(request), redact_response(self._redactor, response)
+        )
+
+    async def create_run(self, request: AgentRequest, *, at: datetime) -> None:
+        await self.wrapped.create_run(self._request(request), at=at)
+
+    async def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        at: datetime,
+        answer: str | None = None,
+        error: str | None = None,
+        total_cost_usd: Decimal | None = None,
+        model: str | None = None,
+    ) -> None:
+        await self.wrapped.update_run(
+            run_id,
+            status=status,
+            at=at,
+            answer=_opt(self._redactor, answer),
+            error=_opt(self._redactor, error),
+            total_cost_usd=total_cost_usd,
+            model=model,
+        )
+
+    async def save_plan(self, run_id: str, plan: AgentPlan) -> None:
+        await self.wrapped.save_plan(run_id, redact_plan(self._redactor, plan))
+
+    async def save_step(self, run_id: str, index: int, record: StepRecord) -> None:
+        await self.wrapped.save_step(run_id, index, redact_record(self._redactor, record))
+
+    async def append_events(self, events: Sequence[RunEvent]) -> None:
+        await self.wrapped.append_events([redact_event(self._redactor, e) for e in events])
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        return await self.wrapped.get_run(run_id)
+
+    async def list_runs(
+        self, *, user_id: str | None = None, status: RunStatus | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        return await self.wrapped.list_runs(user_id=user_id, status=status, limit=limit)
+
+
+class AuditedCostController(CostController):
+    """A Cost Controller that records each budget denial (admission or reservation) in the audit.
+
+    Args:
+        wrapped: the controller that decides.
+        audit: where denials are recorded.
+        clock: stamps the entries.
+    """
+
+    def __init__(self, wrapped: CostController, *, audit: AuditLog, clock: Clock) -> None:
+        self.wrapped = wrapped
+        self._audit = audit
+        self._clock = clock
+        self._principals: dict[str, str] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
+
+    async def _denied(self, run_id: str, exc: BudgetExceeded, **details: Any) -> None:
+        await self._audit.append(
+            AuditEntry(
+                at=self._clock.now(),
+                action="budget",
+                decision="deny",
+                principal_id=self._principals.get(run_id),
+                reason=str(exc),
+                run_id=run_id,
+                details=details,
+            )
+        )
+
+    async def admit(self, request: AgentRequest, principal: Principal) -> None:
+        self._principals[request.run_id] = principal.id
+        try:
+            await self.wrapped.admit(request, principal)
+        except BudgetExceeded as exc:
+            await self._denied(request.run_id, exc, stage="admit")
+            self._principals.pop(request.run_id, None)
+            raise
+
+    async def reserve(self, run_id: str, model: str, request: ChatRequest) -> Reservation:
+        try:
+            return await self.wrapped.reserve(run_id, model, request)
+        except BudgetExceeded as exc:
+            await self._denied(run_id, exc, stage="reserve", model=model)
+            raise
+
+    async def settle(self, reservation: Reservation, usage: Usage) -> Decimal:
+        return await self.wrapped.settle(reservation, usage)
+
+    async def release(self, reservation: Reservation) -> None:
+        await self.wrapped.release(reservation)
+
+    def spent(self, run_id: str) -> Decimal:
+        return self.wrapped.spent(run_id)
+
+    async def finish(self, run_id: str) -> Decimal:
+        self._principals.pop(run_id, None)
+        return await self.wrapped.finish(run_id)

@@ -1,0 +1,59 @@
+"""A separate process appending to an audit log, for the multi-process and crash tests.
+
+Usage: python audit_writer.py DATABASE_URL KEY_HEX COUNT TAG [HANG_AT]
+
+Appends COUNT entries (reason "TAG n"), printing "appended n" after each. With HANG_AT, the
+append of entry HANG_AT stops after its row is inserted and before its transaction commits,
+prints "inserted" and waits for a line on stdin that never comes: the test kills it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+import bastion.gate.audit as audit_module
+from bastion.gate.audit import SqlAuditLog
+from bastion.gate.interface import AuditEntry
+from bastion.storage.engine import begin_write, create_engine
+
+
+async def main(url: str, key: bytes, count: int, tag: str, hang_at: int | None) -> None:
+    engine = create_engine(url)
+    current = {"n": -1}
+
+    @asynccontextmanager
+    async def begin_write_then_maybe_hang(target: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+        async with begin_write(target) as conn:
+            yield conn
+            if current["n"] == hang_at:
+                print("inserted", flush=True)
+                await asyncio.to_thread(sys.stdin.readline)
+
+    audit_module.begin_write = begin_write_then_maybe_hang  # type: ignore[attr-defined,assignment]
+    log = SqlAuditLog(engine=engine, key=key)
+    try:
+        for n in range(count):
+            current["n"] = n
+            await log.append(
+                AuditEntry(
+                    at=datetime(2026, 3, 1, tzinfo=UTC),
+                    action="authorize",
+                    decision="allow",
+                    principal_id=tag,
+                    reason=f"{tag} {n}",
+                )
+            )
+            print(f"appended {n}", flush=True)
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    url, key_hex, count, tag, *rest = sys.argv[1:]
+    asyncio.run(main(url, bytes.fromhex(key_hex), int(count), tag, int(rest[0]) if rest else None))
