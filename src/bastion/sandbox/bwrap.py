@@ -109,7 +109,11 @@ class BwrapLauncher:
         else:
             argv += ["--unshare-all", "--unshare-user", "--disable-userns"]
         argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox"]
-        made: set[str] = set()
+        # The private /tmp first: binds of code that lives under the host's /tmp (a checkout in
+        # /tmp, its venv) then land on top of it instead of being hidden by it.
+        workspace = str(self._settings.limits.workspace_mb * 1024 * 1024)
+        argv += ["--size", workspace, "--tmpfs", "/tmp"]
+        made: set[str] = {"/tmp"}
         for path in self._binds:
             for ancestor in _ancestors(path):
                 if ancestor not in made:
@@ -119,9 +123,8 @@ class BwrapLauncher:
         for link in ("/lib", "/lib64"):
             if os.path.islink(link):
                 argv += ["--symlink", os.readlink(link), link]
-        workspace = str(self._settings.limits.workspace_mb * 1024 * 1024)
         argv += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev"]
-        argv += ["--size", workspace, "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp"]
+        argv += ["--remount-ro", "/", "--chdir", "/tmp"]
         return [*argv, "--", *child_argv]
 
     def child_config(self) -> dict[str, Any]:

@@ -445,17 +445,39 @@ def _supervise(sock: socket.socket, tool_pid: int) -> None:
         os._exit(0)
 
 
-def _mount_private_tmpfs(size_bytes: int) -> None:
-    """Hide the world-writable directories behind private tmpfs mounts (process tier, as root)."""
+def _mount_private_tmpfs(size_bytes: int, keep: list[str]) -> None:
+    """Hide the world-writable directories behind private tmpfs mounts (process tier, as root).
+
+    Paths of `keep` (the import path) that live under one of them, a checkout in ``/tmp`` with
+    its virtualenv say, are bound back into the new tmpfs, read-only: the tool's code stays
+    importable, nothing else of the host's ``/tmp`` is visible.
+    """
     libc = _libc()
+    wanted = sorted({os.path.realpath(k) for k in keep if os.path.exists(k)}, key=len)
     for path in PRIVATE_TMPFS:
         if not os.path.isdir(path) or os.path.islink(path):
             continue
+        inside: list[str] = []
+        for candidate in wanted:
+            if candidate.startswith(path.rstrip("/") + "/") and not any(
+                candidate.startswith(k.rstrip("/") + "/") for k in inside
+            ):
+                inside.append(candidate)
+        handles = {candidate: os.open(candidate, os.O_PATH) for candidate in inside}
         size = size_bytes if path == "/tmp" else 1024 * 1024
         options = f"size={size},mode=1777".encode()
         if libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
             code = _ctypes_errno()
             raise OSError(code, f"cannot mount a private tmpfs on {path}: {os.strerror(code)}")
+        for candidate, handle in handles.items():
+            os.makedirs(os.path.dirname(candidate), mode=0o755, exist_ok=True)
+            if os.path.isdir(f"/proc/self/fd/{handle}"):
+                os.makedirs(candidate, mode=0o755, exist_ok=True)
+            else:
+                open(candidate, "a").close()
+            _mount(f"/proc/self/fd/{handle}", candidate, None, _MS_BIND | _MS_REC)
+            _mount(None, candidate, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+            os.close(handle)
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
@@ -547,7 +569,9 @@ def _serve(sock: socket.socket) -> None:
     _libc()  # ctypes and libc loaded now, not in the tool process on the call's clock
     try:
         if config.get("private_tmp_bytes"):
-            _mount_private_tmpfs(int(config["private_tmp_bytes"]))
+            _mount_private_tmpfs(
+                int(config["private_tmp_bytes"]), [sys.base_prefix, sys.executable, *sys.path]
+            )
         if config.get("expose_interpreter"):
             expose_interpreter([sys.base_prefix, sys.executable, *sys.path])
         failed = _preload([str(name) for name in config.get("preload", ())])

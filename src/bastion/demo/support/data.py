@@ -25,7 +25,7 @@ from bastion.errors import ConfigError
 SCHEMA_VERSION = 1
 
 #: How long a connection waits for another writer before giving up (milliseconds).
-_BUSY_TIMEOUT_MS = 5_000
+_BUSY_TIMEOUT_MS = 30_000  # generous: the shop may be busy on a loaded machine
 
 ORDER_STATUSES = ("pending", "paid", "shipped", "delivered", "cancelled")
 #: Orders whose money has been taken, so that some of it can be given back.
