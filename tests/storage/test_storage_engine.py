@@ -250,3 +250,36 @@ async def test_a_sqlite_file_uri_is_left_to_sqlite_and_still_tuned(tmp_path):
     finally:
         await engine.dispose()
     assert path.is_file()
+
+
+async def test_a_write_refused_at_once_as_locked_is_tried_again(tmp_path, monkeypatch):
+    """SQLite sometimes answers "database is locked" at BEGIN without waiting (a killed process's
+    WAL being recovered): the write waits and tries again instead of failing."""
+    import sqlalchemy as sa_
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.ext.asyncio import AsyncTransaction
+
+    from bastion.storage.engine import begin_write, create_engine
+
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}")
+    refusals = {"left": 2}
+
+    real_start = AsyncTransaction.start
+
+    async def flaky_start(self, is_ctxmanager=False):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+        return await real_start(self, is_ctxmanager)
+
+    monkeypatch.setattr(AsyncTransaction, "start", flaky_start)
+    try:
+        async with begin_write(engine) as connection:
+            assert await connection.scalar(sa_.text("select 1")) == 1
+        assert refusals["left"] == 0
+        refusals["left"] = 99
+        with pytest.raises(OperationalError, match="locked"):
+            async with begin_write(engine):
+                pass
+    finally:
+        await engine.dispose()

@@ -20,6 +20,7 @@ tuning and the URL rules live in one place:
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -31,7 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bastion.errors import ConfigError
@@ -196,6 +197,10 @@ def _switch_to_wal(cursor: Any) -> None:
             cursor.execute(_WAL)
 
 
+#: How often a write transaction that SQLite refuses at once as locked is tried again (~15 s).
+_BEGIN_RETRIES = 12
+
+
 @asynccontextmanager
 async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A transaction for writes: committed on exit, rolled back on an exception.
@@ -204,11 +209,34 @@ async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     up to the busy timeout for another writer), so a read-then-write transaction cannot fail
     half-way on a lock. On PostgreSQL it is an ordinary transaction.
     """
-    async with engine.connect() as connection:
-        if engine.dialect.name == "sqlite":
-            await connection.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
-        async with connection.begin():
+    attempt = 0
+    while True:
+        connection = await engine.connect()
+        try:
+            if engine.dialect.name == "sqlite":
+                await connection.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
+            transaction = connection.begin()
+            await transaction.start()
+        except OperationalError as exc:
+            await connection.close()
+            # SQLite answers "database is locked" at once, without waiting for the busy timeout,
+            # in a few states (a WAL left by a killed process being recovered, a checkpoint under
+            # way): wait and try again rather than fail the write. Nothing was done yet.
+            if "locked" not in str(exc) or attempt >= _BEGIN_RETRIES:
+                raise
+            await asyncio.sleep(min(2.0, 0.05 * 2**attempt))  # noqa: TID251 - a lock, not logic
+            attempt += 1
+            continue
+        break
+    try:
+        try:
             yield connection
+        except BaseException:
+            await transaction.rollback()
+            raise
+        await transaction.commit()
+    finally:
+        await connection.close()
 
 
 def insert_ignore(
