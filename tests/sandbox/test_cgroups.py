@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -82,8 +83,10 @@ def test_a_cgroup_caps_kills_and_goes(hierarchy: PidsHierarchy) -> None:
             start_new_session=True,
         )
         try:
-            while len(group.pids()) < 3 and proc.poll() is None:
+            give_up = time.monotonic() + 10  # noqa: TID251 - a real process, real time
+            while len(group.pids()) < 3 and proc.poll() is None and time.monotonic() < give_up:  # noqa: TID251
                 pass  # the shell forks at once; a busy-wait of a few ms, not a sleep
+            assert proc.poll() is None, "the shell ended before its sleepers joined the group"
             assert 1 <= len(group.pids()) <= 3
             assert group.kill_all() >= 1
             proc.wait(timeout=5)
