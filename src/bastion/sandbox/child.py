@@ -452,7 +452,6 @@ def _mount_private_tmpfs(size_bytes: int, keep: list[str]) -> None:
     its virtualenv say, are bound back into the new tmpfs, read-only: the tool's code stays
     importable, nothing else of the host's ``/tmp`` is visible.
     """
-    libc = _libc()
     wanted = sorted({os.path.realpath(k) for k in keep if os.path.exists(k)}, key=len)
     for path in PRIVATE_TMPFS:
         if not os.path.isdir(path) or os.path.islink(path):
@@ -463,21 +462,26 @@ def _mount_private_tmpfs(size_bytes: int, keep: list[str]) -> None:
                 candidate.startswith(k.rstrip("/") + "/") for k in inside
             ):
                 inside.append(candidate)
-        handles = {candidate: os.open(candidate, os.O_PATH) for candidate in inside}
         size = size_bytes if path == "/tmp" else 1024 * 1024
-        options = f"size={size},mode=1777".encode()
-        if libc.mount(b"tmpfs", path.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, options) != 0:
-            code = _ctypes_errno()
-            raise OSError(code, f"cannot mount a private tmpfs on {path}: {os.strerror(code)}")
-        for candidate, handle in handles.items():
-            os.makedirs(os.path.dirname(candidate), mode=0o755, exist_ok=True)
-            if os.path.isdir(f"/proc/self/fd/{handle}"):
-                os.makedirs(candidate, mode=0o755, exist_ok=True)
-            else:
-                open(candidate, "a").close()
-            _mount(f"/proc/self/fd/{handle}", candidate, None, _MS_BIND | _MS_REC)
-            _mount(None, candidate, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
-            os.close(handle)
+        _cover_and_bind_back(path, f"size={size},mode=1777", inside)
+
+
+def _cover_and_bind_back(directory: str, options: str, keep: list[str]) -> None:
+    """Mount a private tmpfs over `directory`, then bind `keep` (paths inside it) back in.
+
+    The bound paths are read-only; nothing else of the directory stays visible.
+    """
+    handles = {path: os.open(path, os.O_PATH) for path in keep}
+    _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
+    for path, handle in handles.items():
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        if os.path.isdir(f"/proc/self/fd/{handle}"):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        else:
+            open(path, "a").close()
+        _mount(f"/proc/self/fd/{handle}", path, None, _MS_BIND | _MS_REC)
+        _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
+        os.close(handle)
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
@@ -526,17 +530,7 @@ def expose_interpreter(paths: list[str]) -> None:
         if ancestor is not None:
             by_ancestor.setdefault(ancestor, []).append(path)
     for ancestor, inside in sorted(by_ancestor.items()):
-        handles = {path: os.open(path, os.O_PATH) for path in inside}
-        _mount("tmpfs", ancestor, "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m,mode=0755")
-        for path, handle in handles.items():
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            if os.path.isdir(f"/proc/self/fd/{handle}"):
-                os.makedirs(path, mode=0o755, exist_ok=True)
-            else:
-                open(path, "a").close()
-            _mount(f"/proc/self/fd/{handle}", path, None, _MS_BIND | _MS_REC)
-            _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY)
-            os.close(handle)
+        _cover_and_bind_back(ancestor, "size=1m,mode=0755", inside)
 
 
 def _ctypes_errno() -> int:
