@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bastion-installed
 
-.PHONY: demo test lint typecheck unit install install-bwrap clean
+.PHONY: demo test lint typecheck unit install install-bwrap install-chromium clean bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Bastion needs Python >= 3.11"'
@@ -33,6 +33,14 @@ install-bwrap:
 	  else echo "bubblewrap is missing (os sandbox tier): apt-get install bubblewrap as root"; exit 0; fi; \
 	  $$SUDO apt-get install -y -q bubblewrap || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q bubblewrap; }; }
 
+# Chromium, for the dashboard's browser tests (tests/server/test_dashboard.py): Debian's package,
+# driven by Playwright from PyPI with no browser download; skipped with a reason when missing.
+install-chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "chromium is missing (dashboard tests): apt-get install chromium as root"; exit 0; fi; \
+	  $$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
+
 demo: $(STAMP) $(VENV)/.weights-qwen2.5-1.5b install-bwrap
 	$(BIN)/bastion demo
 
@@ -43,10 +51,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(VENV)/.weights-qwen2.5-0.5b install-bwrap
+unit: $(STAMP) $(VENV)/.weights-qwen2.5-0.5b install-bwrap install-chromium
 	BASTION_REQUIRE_LOCAL_MODEL=1 $(BIN)/pytest
 
 test: lint typecheck unit
+
+# Benchmarks (bench/agents/suite.py). `bench`: for the record, the peers too (each in its own venv
+# under bench/.venvs, made from PyPI with pinned versions), JSON lines in bench/out, the summary in
+# bench/RESULTS.md. `bench-quick`: CI smoke, Bastion and the floor only, tiny counts, summary in
+# bench/out/RESULTS-quick.md (tests/bench runs a subset of it on every `make test`).
+$(VENV)/.bench-installed: pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(STAMP) $(VENV)/.bench-installed
+	$(BIN)/python bench/agents/suite.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/agents/suite.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -60,8 +60,13 @@ def _end(row: int) -> None:
         conn.execute("update executions set ended_ms = ? where id = ?", (_now_ms(), row))
 
 
+#: Throughput benchmarks set K9_FAST=1: the tools and the model answer at once.
+FAST = os.environ.get("K9_FAST") == "1"
+
+
 def _pause() -> None:
-    time.sleep(random.uniform(0.01, 0.06))
+    if not FAST:
+        time.sleep(random.uniform(0.01, 0.06))
 
 
 @tool(permissions=("orders",))
@@ -94,7 +99,8 @@ def email(order_id: str, ctx: ToolContext) -> str:
     row = _start("tool", "email", ctx.idempotency_key)
     if os.environ.get("K9_DIE") == "before-email":
         os._exit(137)  # the process dies mid-call, before the email went out
-    time.sleep(random.uniform(0.05, 0.2))  # a slow mail server: kills often land in here
+    if not FAST:
+        time.sleep(random.uniform(0.05, 0.2))  # a slow mail server: kills often land in here
     with _db() as conn:
         conn.execute(
             "insert into emails (key, run_id) values (?, ?)", (ctx.idempotency_key, ctx.run_id)
@@ -130,7 +136,8 @@ class HarnessModel(ChatModel):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         row = await asyncio.to_thread(_start, "model", self.name, "")
-        await asyncio.sleep(random.uniform(0.02, 0.08))
+        if not FAST:
+            await asyncio.sleep(random.uniform(0.02, 0.08))
         await asyncio.to_thread(_end, row)
         return ChatResponse(
             text=json.dumps(PLAN), model=self.name, usage=Usage(input_tokens=100, output_tokens=60)

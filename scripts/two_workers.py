@@ -4,10 +4,14 @@ Usage: ``python scripts/two_workers.py [--runs 200] [--takeover-after 3]``
 
 Both workers take runs from the same queue. Once a fifth of the runs are done, worker A is killed
 with SIGKILL and never restarted; worker B takes its unfinished runs over once A's heartbeat is
-older than ``--takeover-after`` seconds. Prints, as JSON: the runs completed by each worker, the
-duplicated step executions (a step executed again after an execution of it had finished: must be
-0), the steps that A's death interrupted (re-run legitimately), and how long after the kill the
-last run finished. Exits 1 unless every run completed with no duplicated execution.
+older than ``--takeover-after`` seconds. Prints, as JSON: the runs completed by each worker; the
+duplicated step executions, which must be 0: an execution of a step that started after the
+step's checkpoint (a completed step run again) or while another execution of it was under way (a
+step run in two places at once); the steps that A's death cut off and B ran again, which is
+legitimate (the kill landed before the step's checkpoint: a read-only or idempotent tool reruns, a
+non-idempotent one waits for an operator, and ``blind_reruns`` counts any email sent twice); and
+how long after the kill the last run finished. Exits 1 unless every run completed with no
+duplicated execution, no duplicated refund and no blind re-run.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from kill9 import (  # noqa: E402
     _emails_sent,
     _env,
     _statuses,
+    _tally,
 )
 
 from bastion.durable import DurableAdmin  # noqa: E402
@@ -44,14 +49,20 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--takeover-after", type=float, default=3.0)
+    parser.add_argument(
+        "--keep-failed", action="store_true", help="keep the database of a failed check"
+    )
     args = parser.parse_args()
     name, url = _create_pg_database()
+    ok = False
     try:
         with tempfile.TemporaryDirectory(prefix="bastion-2w-") as tmp:
             data_dir = Path(tmp)
             log = data_dir / "k9.sqlite"
             env = _env(data_dir, log, url)
             env["BASTION_DURABLE__TAKEOVER_AFTER_S"] = str(args.takeover_after)
+            # Both start at once on a loaded machine: a slow launch is not a death.
+            env["BASTION_DURABLE__STARTUP_GRACE_S"] = "15"
             settings = Settings(
                 data_dir=data_dir,
                 memory={"database_url": url},
@@ -77,6 +88,7 @@ async def main() -> int:
                 await asyncio.sleep(0.2)
             a.kill()
             killed_at = time.monotonic()
+            killed_ms = int(time.time() * 1000)  # the app logs wall-clock milliseconds
             give_up = killed_at + 300
             paused: set[str] = set()
             while time.monotonic() < give_up:
@@ -97,7 +109,12 @@ async def main() -> int:
                 "select workflow_id, step_id, started_ms, ended_ms from executions"
             ).fetchall()
             conn.close()
-            duplicated = _duplicated(rows)
+            checkpoints: dict[tuple[str, int], int | None] = {}
+            for run_id in run_ids:
+                for step in await admin.steps(run_id):
+                    checkpoints[(run_id, step["step_id"])] = step["completed_ms"]
+            duplicated, rerun = _duplicated(rows, checkpoints, killed_ms)
+            tally = await _tally(admin, log, run_ids, statuses)
             interrupted = sum(1 for *_, ended in rows if ended is None)
             executors = Counter(w.executor_id for w in await admin.runs(limit=args.runs * 2))
             result = {
@@ -105,6 +122,9 @@ async def main() -> int:
                 "completed": sum(s is RunStatus.COMPLETED for s in statuses.values()),
                 "not_terminal": sum(not (s and s.is_terminal) for s in statuses.values()),
                 "duplicated_step_executions": duplicated,
+                "steps_rerun_after_the_kill": rerun,
+                "duplicated_refunds": tally["duplicated_refunds"],
+                "blind_reruns": tally["blind_reruns"],
                 "interrupted_by_kill": interrupted,
                 "paused_for_operator": len(paused),
                 "runs_by_executor": dict(executors),
@@ -112,25 +132,46 @@ async def main() -> int:
                 "takeover_after_s": args.takeover_after,
             }
             result["ok"] = (
-                result["completed"] == args.runs and duplicated == 0 and result["not_terminal"] == 0
+                result["completed"] == args.runs
+                and duplicated == 0
+                and tally["duplicated_refunds"] == 0
+                and tally["blind_reruns"] == 0
+                and result["not_terminal"] == 0
             )
             print(json.dumps(result))
-            return 0 if result["ok"] else 1
+            ok = bool(result["ok"])
+            if not ok:
+                for worker, name_ in ((a, "A"), (b, "B")):
+                    print(f"-- worker {name_}:\n" + "".join(worker.lines[-40:]), file=sys.stderr)
+            return 0 if ok else 1
     finally:
-        _drop_pg_database(name)
+        if ok or not args.keep_failed:
+            _drop_pg_database(name)
+        else:
+            print(f"kept database {name}", file=sys.stderr)
 
 
-def _duplicated(rows: list[tuple[str, int, int, int | None]]) -> int:
-    """Executions that started after another execution of the same step had finished."""
-    by_step: dict[tuple[str, int], list[tuple[int, int | None]]] = {}
+def _duplicated(
+    rows: list[tuple[str, int, int, int | None]],
+    checkpoints: dict[tuple[str, int], int | None],
+    killed_ms: int,
+) -> tuple[int, int]:
+    """(duplicated executions, legitimate re-runs after the kill); see the module docstring."""
+    by_step: dict[tuple[str, int], list[tuple[int, int]]] = {}
     for wf, sid, started, ended in rows:
-        by_step.setdefault((wf, sid), []).append((started, ended))
-    duplicated = 0
-    for runs in by_step.values():
-        for started, _ in runs:
-            if any(e is not None and e <= started for s, e in runs if s < started):
+        # An execution with no end was cut off by the kill: it ended then.
+        by_step.setdefault((wf, sid), []).append((started, killed_ms if ended is None else ended))
+    duplicated = rerun = 0
+    for key, runs in by_step.items():
+        done = checkpoints.get(key)
+        for started, ended in runs:
+            others = [(s, e) for s, e in runs if (s, e) != (started, ended)]
+            overlapping = any(s <= started < e for s, e in others)
+            if (done is not None and started > done) or overlapping:
                 duplicated += 1
-    return duplicated
+            elif any(s < started for s, _ in others):
+                rerun += 1
+    return duplicated, rerun
 
 
 if __name__ == "__main__":

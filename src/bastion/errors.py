@@ -7,6 +7,8 @@ BastionError
 │   ├── NotAuthenticated
 │   ├── PermissionDenied
 │   ├── BudgetExceeded
+│   │   ├── PriceUnknown       (the model has no known price: fail closed)
+│   │   └── RunLimitReached    (a runaway guard: model calls, or a loop of identical calls)
 │   └── RateLimited
 ├── ModelError         any model provider
 │   ├── ModelRateLimited   (retry_after_s)
@@ -16,7 +18,11 @@ BastionError
 │   └── ModelRefused       (the provider declined: content filter, auth)
 ├── ToolError          UnknownTool, InvalidToolArgs, ToolTimeout, ToolCrashed, TransientToolError
 ├── PlanError          no valid plan within the repair budget
-└── CircuitOpen(name, retry_at)
+├── RunNotRecorded     a durable run's first write failed for good (the workflow fails with it)
+├── CircuitOpen(name, retry_at)
+└── ApprovalError      a human approval cannot be given or used (approval_id)
+    ├── UnknownApproval, ApprovalAlreadyDecided, ApprovalExpired
+    └── SelfApproval, NotAnApprover, ApprovalMismatch
 ```
 
 Outcomes that somebody planned for are values (`ToolOutcome`, `Verdict`, `RecoveryAction`); these
@@ -59,6 +65,23 @@ class BudgetExceeded(AdmissionError):
     """A budget would be overspent by the next call."""
 
     user_message = "This request ran out of budget before it could finish."
+
+
+class PriceUnknown(BudgetExceeded):
+    """The model has no known price, so no budget can bound its calls: it is never called."""
+
+    user_message = (
+        "This request cannot be served right now: the model it needs has no price configured."
+    )
+
+
+class RunLimitReached(BudgetExceeded):
+    """A runaway guard stopped the run: too many model calls, or the same call over and over."""
+
+    user_message = (
+        "Sorry, this request was stopped because it kept going without finishing "
+        "(too many attempts or the same action repeated)."
+    )
 
 
 class RateLimited(AdmissionError):
@@ -155,6 +178,14 @@ class PlanError(BastionError):
     user_message = "Sorry, I could not work out how to handle that request. Please rephrase it."
 
 
+class RunNotRecorded(BastionError):
+    """A run could not be recorded when it began, so it must not go on.
+
+    In process the caller gets a failed response; a durable run's workflow fails with this error
+    instead of completing with nothing stored of it (DBOS keeps it as ``ERROR``, with the reason).
+    """
+
+
 class CircuitOpen(BastionError):
     """Calls to ``name`` are suspended until ``retry_at`` (on the clock's monotonic scale)."""
 
@@ -164,3 +195,37 @@ class CircuitOpen(BastionError):
         super().__init__(f"circuit {name!r} is open until t={retry_at:.3f}")
         self.name = name
         self.retry_at = retry_at
+
+
+class ApprovalError(BastionError):
+    """A human approval cannot be given or used; ``approval_id`` names it."""
+
+    user_message = "This approval cannot be used."
+
+    def __init__(self, message: str, *, approval_id: str = "") -> None:
+        super().__init__(message)
+        self.approval_id = approval_id
+
+
+class UnknownApproval(ApprovalError):
+    """No approval has this id."""
+
+
+class ApprovalAlreadyDecided(ApprovalError):
+    """The approval was already approved, denied, expired or used: a decision is final."""
+
+
+class ApprovalExpired(ApprovalError):
+    """The approval's time ran out before it was decided or used."""
+
+
+class SelfApproval(ApprovalError):
+    """The principal who asked for the call may not approve it."""
+
+
+class NotAnApprover(ApprovalError):
+    """The principal lacks the approver role."""
+
+
+class ApprovalMismatch(ApprovalError):
+    """The approval is for another call (tool or args differ): it was tampered with or misused."""

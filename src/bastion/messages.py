@@ -134,6 +134,8 @@ class PlanStep:
     result: Json = None
     error: str | None = None
     cost_usd: Decimal = Decimal(0)
+    #: The result is a cached one, this many seconds old (its tool was down).
+    cached_age_s: float | None = None
 
     def __post_init__(self) -> None:
         _require(self.step_id >= 0, "step_id must not be negative")
@@ -188,6 +190,9 @@ class ToolOutcome:
     duration_s: float = 0.0
     #: Set when a failure may pass on a retry (a timeout, a transient upstream error).
     transient: bool = False
+    #: Set when the tool was down and this is its last good result for the same args, served
+    #: from the cache (`bastion.sandbox.cache`): how old that result is, in seconds.
+    cached_age_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.ok:
@@ -289,8 +294,14 @@ class EventKind(StrEnum):
     REPLAN = "replan"
     FALLBACK = "fallback"
     MODEL_CALL = "model_call"
+    #: The run moved up its model cascade (`bastion.cost.cascade`), with the reason.
+    ESCALATE = "escalate"
     DENIED = "denied"
     OPERATOR = "operator"
+    #: A human approval was requested, or settled (granted, denied, expired, refused).
+    APPROVAL = "approval"
+    #: The Evaluator's checks (and the model judge, when on) of the final answer.
+    EVALUATION = "evaluation"
     ANSWER = "answer"
 
 
@@ -321,6 +332,11 @@ class AgentResponse:
     error: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
+    #: Notices of graceful degradation (a fallback model answered, a cached result was used);
+    #: empty when every dependency was up. Also appended to `message`.
+    degraded: tuple[str, ...] = ()
+    #: Why `model` planned this run (its cascade rung: first, a rule, or an escalation).
+    model_reason: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -11,22 +11,23 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from bastion.clock import Clock, SystemClock
 from bastion.cost.interface import CostController
-from bastion.errors import AdmissionError, ConfigError
+from bastion.errors import AdmissionError, ApprovalExpired, ConfigError, RunNotRecorded
 from bastion.evaluator.interface import Evaluator
 from bastion.flow.admit import admit
 from bastion.flow.checkpoints import Checkpoints, InProcess
 from bastion.flow.components import Components
 from bastion.flow.execute import Execution, ExecutionResult, Stopped, stopped_by
-from bastion.flow.inbox import Inbox
+from bastion.flow.inbox import Inbox, LocalInbox
 from bastion.flow.respond import AnswerComposer, default_answer, respond
 from bastion.flow.state import EventSink, RunState
+from bastion.gate.approvals import Approval, ApprovalStore
 from bastion.gate.interface import ArgPolicy, PermissionsGate
 from bastion.gate.redact import Redactor
 from bastion.gate.redacting import redact_response, redacting_sink
@@ -35,7 +36,10 @@ from bastion.messages import AgentRequest, AgentResponse, Principal, RunStatus
 from bastion.models.interface import ChatModel
 from bastion.planner.interface import Planner
 from bastion.recovery.interface import RecoveryHandler
+from bastion.resilience.audit import audit_sink
 from bastion.resilience.breaker import BreakerBoard, BreakerState
+from bastion.resilience.limits import Limits
+from bastion.resilience.wiring import build_resilience
 from bastion.router.interface import ToolRouter, ToolSpec
 from bastion.sandbox.interface import ExecutionSandbox
 from bastion.settings import Settings
@@ -70,8 +74,10 @@ class AgentSystem:
             stored goes through `bastion.gate.RedactingMemory`, which `from_settings` wires).
         durable: runs each request as a durable workflow (DBOS); the components must then be
             wrapped by `bastion.durable.steps` so their calls are checkpointed steps.
-        inbox: where a paused run receives a person's decision (durable runs only).
+        inbox: where a paused run receives a person's decision (default: in process).
         checkpoints: how the flow's units of work are made durable (default: in process).
+        approvals: human approvals of calls a policy holds (None: such calls are denied).
+        limits: per-user and per-app rate limits checked at admission (None: none).
     """
 
     def __init__(
@@ -94,6 +100,8 @@ class AgentSystem:
         redactor: Redactor | None = None,
         inbox: Inbox | None = None,
         checkpoints: Checkpoints | None = None,
+        approvals: ApprovalStore | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.components = Components(
             gate=gate,
@@ -108,14 +116,18 @@ class AgentSystem:
             answer=answer,
             clock=clock or SystemClock(),
             settings=settings,
-            inbox=inbox,
+            inbox=inbox or (LocalInbox() if durable is None else None),
             checkpoints=checkpoints or InProcess(),
+            approvals=approvals,
+            limits=limits,
         )
         self.breakers = breakers
         self.durable = durable
         self.redactor = redactor or Redactor()
         self._started = False
         self._start_lock = asyncio.Lock()
+        #: Whether the store was opened for approvals alone (a CLI deciding, not running).
+        self._store_open = False
 
     @classmethod
     def from_settings(
@@ -131,6 +143,8 @@ class AgentSystem:
         model: ChatModel | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        may_see_others: Callable[[Principal], bool] | None = None,
+        cascade: Sequence[ChatModel] = (),
     ) -> AgentSystem:
         """Build a system from settings with every component's default.
 
@@ -142,47 +156,84 @@ class AgentSystem:
             policies: argument-level policies per tool name.
             answer: the app's answer composer.
             system_prompt: the agent's role, shown to the model.
-            default_model: ``provider:model`` used when settings name none.
+            default_model: ``provider:model`` used when settings name none; without either,
+                the best embedded local model installed (`installed_local_model`).
             model: a ready model instance (tests); wins over names.
+            cascade: ready models, cheap to strong, before those of ``settings.cost.cascade``
+                (`bastion.cost.cascade`); the first plans unless `model` is given.
             clock: the source of time (a `FakeClock` in tests).
             rng: randomness for backoff jitter (seeded in tests).
+            may_see_others: which principals may be shown other users' data in an answer
+                (staff); by default nobody (the Evaluator's final-answer check).
 
         Raises:
-            ConfigError: no model is configured, a name is unknown, or a tool is misdeclared.
+            ConfigError: no model is configured nor installed, a name is unknown, or a tool is
+                misdeclared.
         """
         # Concrete classes are named here and nowhere else (STYLE.md §1).
-        from bastion.cost.default import LedgerCostController
         from bastion.cost.pricing import PriceTable
+        from bastion.cost.sql import SqlCostController
         from bastion.evaluator.default import ChecksEvaluator
+        from bastion.evaluator.judge import ModelJudge
         from bastion.gate.default import PolicyGate
         from bastion.gate.redacting import AuditedCostController, RedactingMemory
         from bastion.gate.wiring import gate_from_settings
         from bastion.memory.default import SqlMemory
+        from bastion.memory.embedding import EmbeddingFacts, HashingEmbedder
         from bastion.models.breaker import BreakerChatModel
-        from bastion.models.loader import load_model
+        from bastion.models.fallback import FallbackChatModel
+        from bastion.models.loader import default_model_name, load_model
+        from bastion.models.rate_limited import RateLimitedChatModel
         from bastion.planner.default import ModelPlanner
         from bastion.recovery.default import PolicyRecovery
         from bastion.router.default import RegistryRouter
         from bastion.sandbox.breaker import BreakerSandbox
+        from bastion.sandbox.cache import CachingSandbox
         from bastion.sandbox.default import TieredSandbox
         from bastion.storage.engine import create_engine
 
         clock = clock or SystemClock()
+        # A model cascade (`bastion.cost.cascade`): its first rung is the planning model.
+        rungs = [
+            *cascade,
+            *(load_model(n, settings=settings, clock=clock) for n in settings.cost.cascade),
+        ]
+        if model is None and rungs:
+            model = rungs[0]
         if model is None:
-            name = settings.model.name or default_model
-            if not name:
-                raise ConfigError(
-                    "no model is configured: set BASTION_MODEL__NAME (e.g. openai:gpt-4o-mini) "
-                    "or pass --model"
-                )
+            name = default_model_name(settings, default_model)
             model = load_model(name, settings=settings, clock=clock)
-        router = RegistryRouter(tools)
-        router.validate()
-        breakers = BreakerBoard(clock=clock, settings=settings.breaker)
+        registry = RegistryRouter(tools)
+        registry.validate()
+        router: ToolRouter = registry
+        if settings.mcp.servers:
+            from bastion.mcp.router import McpRouter
+
+            router = McpRouter.from_settings(registry, settings)
         engine = create_engine(settings.database_url)
         wiring = gate_from_settings(settings, engine=engine, clock=clock, principals=principals)
+        kit = build_resilience(settings, clock=clock, sink=audit_sink(wiring.audit))
+        breakers = kit.board
+        day_s, kept = 86400.0, settings.memory
         memory = RedactingMemory(
-            SqlMemory(engine=engine, clock=clock, owns_engine=True), redactor=wiring.redactor
+            SqlMemory(
+                engine=engine,
+                clock=clock,
+                owns_engine=True,
+                facts=(
+                    EmbeddingFacts(
+                        embedder=HashingEmbedder(),
+                        clock=clock,
+                        ttl_s=kept.fact_ttl_days and kept.fact_ttl_days * day_s,
+                    )
+                    if kept.facts_backend == "embedding"
+                    else None
+                ),
+                fact_ttl_s=kept.fact_ttl_days and kept.fact_ttl_days * day_s,
+                turn_ttl_s=kept.turn_ttl_days and kept.turn_ttl_days * day_s,
+                facts_limit=kept.facts_in_context,
+            ),
+            redactor=wiring.redactor,
         )
         gate: PermissionsGate = PolicyGate(
             principals=wiring.principals,
@@ -194,13 +245,27 @@ class AgentSystem:
             require_api_key=settings.gate.require_api_key,
             redactor=wiring.redactor,
         )
-        sandbox: ExecutionSandbox = BreakerSandbox(
-            TieredSandbox(clock=clock, settings=settings.sandbox), breakers
+        sandbox: ExecutionSandbox = CachingSandbox(
+            BreakerSandbox(
+                TieredSandbox(clock=clock, settings=settings.sandbox), breakers, budget=kit.budget
+            ),
+            clock=clock,
+            ttl_s=settings.resilience.tool_cache_ttl_s,
+            max_entries=settings.resilience.tool_cache_entries,
         )
         recovery: RecoveryHandler = PolicyRecovery(
-            settings=settings.recovery, rng=rng or random.Random()
+            settings=settings.recovery, rng=rng or random.Random(), budget=kit.budget
         )
-        model = BreakerChatModel(model, breakers.get(f"model:{model.name}"))
+        chain = [model] + [
+            load_model(name, settings=settings, clock=clock) for name in settings.model.fallbacks
+        ]
+        guarded: list[ChatModel] = [
+            RateLimitedChatModel(
+                BreakerChatModel(m, breakers, clock=clock, budget=kit.budget), kit.limits
+            )
+            for m in chain
+        ]
+        model = FallbackChatModel(*guarded) if len(guarded) > 1 else guarded[0]
         durable, inbox, checkpoints = None, None, None
         if settings.durable.enabled:
             from bastion.durable import DurableEngine, steps
@@ -210,10 +275,30 @@ class AgentSystem:
             checkpoints = steps.DurableCheckpoints(redact=wiring.redactor.json)
             recovery, model = steps.DurableRecovery(recovery), steps.DurableChatModel(model)
             clock, inbox = steps.DurableClock(clock), steps.DurableInbox()
+        if len(rungs) > 1:
+            from bastion.cost.cascade import Cascade
+
+            stronger: list[ChatModel] = [
+                RateLimitedChatModel(
+                    BreakerChatModel(m, breakers, clock=clock, budget=kit.budget), kit.limits
+                )
+                for m in rungs[1:]
+            ]
+            if durable is not None:
+                stronger = [steps.DurableChatModel(m) for m in stronger]
+            model = Cascade([model, *stronger], rules=settings.cost.cascade_rules)
+        approvals = ApprovalStore(
+            engine=engine, clock=clock, audit=wiring.audit, ttl_s=settings.gate.approval_ttl_s
+        )
         return cls(
             gate=gate,
             cost=AuditedCostController(
-                LedgerCostController(prices=PriceTable(settings.cost), clock=clock),
+                SqlCostController(
+                    engine=engine,
+                    prices=PriceTable(settings.cost),
+                    clock=clock,
+                    settings=settings.cost,
+                ),
                 audit=wiring.audit,
                 clock=clock,
             ),
@@ -221,7 +306,12 @@ class AgentSystem:
             planner=ModelPlanner(settings=settings.planner, system_prompt=system_prompt),
             router=router,
             sandbox=sandbox,
-            evaluator=ChecksEvaluator(),
+            evaluator=ChecksEvaluator(
+                redactor=wiring.redactor,
+                may_see_others=may_see_others or (lambda principal: False),
+                judge=ModelJudge() if settings.evaluator.judge else None,
+                judge_blocks=settings.evaluator.judge_blocks,
+            ),
             recovery=recovery,
             model=model,
             settings=settings,
@@ -232,6 +322,8 @@ class AgentSystem:
             redactor=wiring.redactor,
             inbox=inbox,
             checkpoints=checkpoints,
+            approvals=approvals,
+            limits=kit.limits,
         )
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -244,6 +336,11 @@ class AgentSystem:
         """
         async with self._start_lock:
             if not self._started:
+                # Mounted MCP servers connect first (`bastion.mcp`): one that is required but
+                # unreachable fails the start before anything else is opened.
+                start_router = getattr(self.components.router, "start", None)
+                if start_router is not None:
+                    await start_router()
                 await self.components.memory.start()
                 if self.durable is not None:
                     # Launched from the running loop, DBOS runs recovered and queued workflows
@@ -265,8 +362,18 @@ class AgentSystem:
                 await self.durable.shutdown()
             await self.components.memory.close()
             self._started = False
-        for owner in (self.components.sandbox, self.components.model):
-            # Warm sandbox workers and HTTP clients: closed when the component has them.
+        elif self._store_open:
+            await self.components.memory.close()
+        self._store_open = False
+        limits = self.components.limits
+        owners = (
+            self.components.sandbox,
+            self.components.model,
+            self.components.router,
+            self.components.cost,  # the ledger's SQLite writer thread
+        )
+        for owner in (*owners, limits.limiter) if limits is not None else owners:
+            # Warm sandbox workers, HTTP clients, Redis: closed when the component has them.
             aclose = getattr(owner, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -288,9 +395,119 @@ class AgentSystem:
         """The planning model's ``provider:model`` name."""
         return self.components.model.name
 
+    # -- approvals -----------------------------------------------------------------------------
+
+    def _approval_store(self) -> ApprovalStore:
+        store = self.components.approvals
+        if store is None:
+            raise ConfigError("this system takes no human approvals (it has no approval store)")
+        return store
+
+    async def _open_store(self) -> ApprovalStore:
+        """The approval store, its database migrated (without starting runs or DBOS)."""
+        store = self._approval_store()
+        if not self._started and not self._store_open:
+            await self.components.memory.start()
+            self._store_open = True
+        return store
+
+    async def approvals_pending(self, run_id: str | None = None) -> list[Approval]:
+        """Approvals waiting for a decision, oldest first (optionally of one run).
+
+        Raises:
+            ConfigError: the system takes no approvals.
+        """
+        store = await self._open_store()
+        await self._expire_and_wake(store, run_id=run_id)
+        return await store.pending(run_id)
+
+    async def approve(self, approval_id: str, principal: Principal, note: str = "") -> Approval:
+        """Approve a pending approval as `principal`, and wake its run.
+
+        `principal` must differ from the run's and hold the approver role; the run then uses the
+        approval once, for the one call it was asked for.
+
+        Raises:
+            ApprovalError: unknown id, already decided, expired, self-approval, not an approver
+                (each audited); ConfigError: the system takes no approvals.
+        """
+        store = await self._open_store()
+        try:
+            approval = await store.approve(approval_id, principal, note)
+        except ApprovalExpired:
+            await self._wake(await store.get(approval_id), "expired")
+            raise
+        await self._wake(approval, "approved")
+        return approval
+
+    async def deny(self, approval_id: str, principal: Principal, reason: str) -> Approval:
+        """Deny a pending approval as `principal` and wake its run (it replans or ends).
+
+        Raises:
+            ApprovalError: as for `approve`; ConfigError: the system takes no approvals.
+        """
+        store = await self._open_store()
+        try:
+            approval = await store.deny(approval_id, principal, reason)
+        except ApprovalExpired:
+            await self._wake(await store.get(approval_id), "expired")
+            raise
+        await self._wake(approval, "denied")
+        return approval
+
+    async def expire_approvals(self) -> list[Approval]:
+        """Expire every pending approval past its time and wake the runs waiting for them."""
+        return await self._expire_and_wake(await self._open_store())
+
+    async def _expire_and_wake(
+        self, store: ApprovalStore, *, run_id: str | None = None
+    ) -> list[Approval]:
+        expired = await store.expire_due(run_id=run_id)
+        for approval in expired:
+            await self._wake(approval, "expired")
+        return expired
+
+    async def _wake(self, approval: Approval, decision: str) -> None:
+        """Tell the waiting run its approval was decided (it re-reads it; never trusts this)."""
+        from bastion.flow.approval import topic_of
+
+        message = {"approval_id": approval.approval_id, "decision": decision}
+        topic = topic_of(approval.approval_id)
+        inbox = self.components.inbox
+        if self.durable is None:
+            if isinstance(inbox, LocalInbox):
+                inbox.deliver(topic, message)
+            return
+        from bastion.durable import DurableAdmin
+
+        try:
+            await DurableAdmin(settings=self.components.settings).send(
+                approval.run_id, topic, message, key=f"{topic}:{decision}"
+            )
+        except KeyError:
+            logger.warning("approval %s: run %s is gone", approval.approval_id, approval.run_id)
+
+    async def principal_for_key(self, api_key: str, *, user_id: str) -> Principal:
+        """The principal an API key belongs to, checked (and audited) by the gate.
+
+        Raises:
+            NotAuthenticated: the key is unknown, revoked, expired, or not `user_id`'s.
+        """
+        await self._open_store()
+        return await self.components.gate.authenticate(
+            AgentRequest(
+                user_id=user_id, session_id="approvals", message="decide approvals", api_key=api_key
+            )
+        )
+
     def breaker_states(self) -> dict[str, BreakerState]:
         """Every breaker's state, by name (empty when the system has no board)."""
         return self.breakers.states() if self.breakers is not None else {}
+
+    def rate_limit_rejections(self) -> dict[str, int]:
+        """Runs and model calls refused by a rate limit so far, by scope (user, app, provider)."""
+        limits = self.components.limits
+        return dict(limits.rejections) if limits is not None else {}
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -363,13 +580,19 @@ class AgentSystem:
             await run.begin()
         except Exception as exc:
             logger.exception("run %s could not be recorded", request.run_id)
+            if self.durable is not None:
+                # A workflow that completed here would be a run DBOS calls finished and the
+                # database never saw: fail the workflow instead (visible, resumable).
+                raise RunNotRecorded(
+                    f"run {request.run_id} could not be recorded: {exc!r}"
+                ) from exc
             return AgentResponse(
                 run_id=request.run_id, status=RunStatus.FAILED, message=_UNEXPECTED, error=repr(exc)
             )
         try:
             result = await self._admit_and_execute(run, max(0.0, run.time_left_s))
         except asyncio.CancelledError:
-            if self.durable is None or not self.durable.stopping:
+            if self.durable is None or not self.durable.leaves(run.run_id):
                 # A process shutting down leaves its runs to be recovered; they are not cancelled.
                 await asyncio.shield(self._cancelled(run))
             raise

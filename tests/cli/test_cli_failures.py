@@ -127,7 +127,8 @@ def test_budget_too_small_for_a_priced_model(capsys, monkeypatch):
 def test_open_circuit(capsys, monkeypatch):
     from bastion.testing import FakeOpenAIServer
 
-    monkeypatch.setenv("BASTION_BREAKER__FAILURE_THRESHOLD", "1")
+    monkeypatch.setenv("BASTION_BREAKER__WINDOW_SIZE", "1")
+    monkeypatch.setenv("BASTION_BREAKER__MINIMUM_CALLS", "1")
     with FakeOpenAIServer() as server:
         server.error(503, {"error": {"message": "down"}})
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)

@@ -168,3 +168,14 @@ def test_demo_json_runs_every_request(capsys):
     assert all(r["status"] == "completed" for r in results), [r["message"] for r in results]
     refused = [r for r in results if any(s["status"] == "denied" for s in r["steps"])]
     assert refused, "the demo shows at least one request the gate refuses"
+    # Long-term memory across two sessions: c4's preference, kept in one, is in the other's ticket.
+    by_session = dict(zip((r.session_id for r in DEMO_REQUESTS), results, strict=True))
+    noted = by_session["demo-c4-preference"]
+    assert [s["tool_name"] for s in noted["steps"]] == ["remember"]
+    assert "noted this for your next conversations" in noted["message"]
+    [ticket] = by_session["demo-c4-grinder"]["steps"]
+    assert ticket["tool_name"] == "escalate_to_human"
+    assert ticket["status"] == "success"
+    assert "prefer to be contacted by email" in ticket["tool_args"]["summary"]
+    assert ticket["tool_args"]["contact"] == "email"
+    assert "by email as you asked" in by_session["demo-c4-grinder"]["message"]

@@ -251,3 +251,13 @@ async def test_a_released_hold_makes_room_again() -> None:
         await cost.reserve("r1", MODEL, CHAT)
     await cost.release(reservation)
     await cost.reserve("r1", MODEL, CHAT)
+
+
+async def test_charge_pays_a_fixed_price_once_per_key_within_the_budget() -> None:
+    cost = await admitted("0.05")
+    assert await cost.charge("r1", "tool:search", Decimal("0.03"), key="k1") == Decimal("0.03")
+    assert await cost.charge("r1", "tool:search", Decimal("0.03"), key="k1") == Decimal("0.03")
+    assert cost.spent("r1") == Decimal("0.03")
+    with pytest.raises(BudgetExceeded, match="tool:search"):
+        await cost.charge("r1", "tool:search", Decimal("0.03"), key="k2")
+    assert await cost.finish("r1") == Decimal("0.03")

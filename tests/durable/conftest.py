@@ -110,6 +110,7 @@ def workers(tmp_path: Path, backend: str | None) -> Iterator[Callable[..., Any]]
                 "BASTION_DURABLE__POLLING_INTERVAL_S": "0.05",
                 "BASTION_DURABLE__HEARTBEAT_S": "0.3",
                 "BASTION_DURABLE__TAKEOVER_AFTER_S": "2",
+                "BASTION_DURABLE__STARTUP_GRACE_S": "3",
                 "K9_LOG": str(log),
                 "PYTHONPATH": str(SCRIPTS),
             }

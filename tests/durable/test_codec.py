@@ -1,3 +1,4 @@
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -57,5 +58,8 @@ def test_serializer_writes_json_and_refuses_objects():
     assert serializer.deserialize(serializer.serialize({"a": [1, "b"]})) == {"a": [1, "b"]}
     with pytest.raises(TypeError, match="JSON only"):
         serializer.serialize({"x": object()})
-    stored = serializer.deserialize(serializer.serialize(ValueError("boom")))
-    assert stored == {"exception": "ValueError", "message": "boom"}
+    written = serializer.serialize(ValueError("boom"))
+    assert json.loads(written) == {"exception": "ValueError", "message": "boom"}
+    stored = serializer.deserialize(written)
+    assert isinstance(stored, codec.WorkflowError)
+    assert (stored.kind, str(stored)) == ("ValueError", "ValueError: boom")

@@ -25,9 +25,13 @@ async def engine(tmp_path):
     await engine.dispose()
 
 
-def _registry(engine, clock, executor_id, takeover_after_s=30.0):
+def _registry(engine, clock, executor_id, takeover_after_s=30.0, startup_grace_s=0.0):
     return WorkerRegistry(
-        engine=engine, clock=clock, executor_id=executor_id, takeover_after_s=takeover_after_s
+        engine=engine,
+        clock=clock,
+        executor_id=executor_id,
+        takeover_after_s=takeover_after_s,
+        startup_grace_s=startup_grace_s,
     )
 
 
@@ -123,3 +127,69 @@ def test_auto_ids_are_unique_and_name_the_process():
     first, second = auto_executor_id(), auto_executor_id()
     assert first != second
     assert str(os.getpid()) in first
+
+
+async def test_a_worker_presumed_dead_learns_it_and_is_claimable_again_once_it_beat(engine):
+    clock = FakeClock()
+    slow, survivor = _registry(engine, clock, "slow"), _registry(engine, clock, "survivor")
+    await slow.register()
+    await survivor.register()
+    assert await slow.heartbeat() is None  # nobody took it over
+    clock.advance(31)  # a stalled machine: the slow worker's beat is late
+    assert await survivor.heartbeat() is None
+    assert await survivor.claim("slow") is True
+    assert await survivor.dead() == []  # claimed once: not again while it stays silent
+    clock.advance(40)
+    assert await survivor.claim("slow") is False
+    # It was alive after all: its next beat tells it who took its runs (it must stop) ...
+    assert await slow.heartbeat() == "survivor"
+    # ... and if it dies after that beat, the runs it took since are claimable again.
+    clock.advance(31)
+    assert await survivor.dead() == ["slow"]
+    assert await survivor.claim("slow") is True
+    # A restart under the same id is a new life: nobody has taken that one over.
+    await _registry(engine, clock, "slow").register()
+    assert await slow.heartbeat() is None
+
+
+async def test_the_engine_stops_a_process_whose_runs_were_taken_over(engine, tmp_path):
+    from bastion.durable.engine import DurableEngine
+    from bastion.settings import Settings
+
+    clock = FakeClock()
+    fenced: list[str] = []
+    durable = DurableEngine(
+        settings=Settings(data_dir=tmp_path, durable={"executor_id": "slow"}),
+        store=engine,
+        clock=clock,
+        on_fenced=lambda: fenced.append("stopped"),
+    )
+    durable.serve_queue = False
+    await durable.registry.register()
+    await durable.beat()
+    assert fenced == []
+    clock.advance(31)
+    assert await _registry(engine, clock, "survivor").claim("slow") is True
+    await durable.beat()
+    assert fenced == ["stopped"]
+
+
+def test_a_takeover_timeout_shorter_than_three_beats_is_refused(tmp_path):
+    from bastion.settings import load_settings
+
+    with pytest.raises(ConfigError, match="at least 3 heartbeats"):
+        load_settings(data_dir=tmp_path, durable={"heartbeat_s": 5, "takeover_after_s": 10})
+
+
+async def test_a_starting_process_is_not_taken_for_dead_within_its_grace(engine):
+    clock = FakeClock()
+    starting = _registry(engine, clock, "starting", startup_grace_s=60)
+    survivor = _registry(engine, clock, "survivor", startup_grace_s=60)
+    await starting.register()  # ... and then DBOS takes long to launch: no beat yet
+    clock.advance(45)
+    await survivor.register()
+    assert await survivor.dead() == []
+    assert await survivor.claim("starting") is False
+    clock.advance(16)  # past the grace with no beat at all: it died while starting
+    assert await survivor.dead() == ["starting"]
+    assert await survivor.claim("starting") is True

@@ -108,3 +108,61 @@ async def test_type_and_expectation_problems_are_reported_together():
 
     assert "eta_days: Field required" in verdict.reason
     assert "result lacks key(s) 'carrier'" in verdict.reason
+
+
+# -- result shapes: empty and error-shaped results -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"error": "order service said no"},
+        {"ok": False, "detail": "x"},
+        {"success": False},
+        {"status": "failed"},
+        {"status": "ERROR"},
+    ],
+)
+async def test_an_error_shaped_result_fails(value):
+    verdict = await ChecksEvaluator().evaluate(
+        PlanStep(step_id=0, description="d", tool_name="t"),
+        _shape_spec(),
+        ToolOutcome.success(value),
+    )
+    assert not verdict.passed
+    assert not verdict.retryable
+    assert "'t'" in verdict.reason
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+async def test_an_empty_result_of_a_read_fails_but_not_of_an_action(value):
+    step = PlanStep(step_id=0, description="d", tool_name="t")
+    read = await ChecksEvaluator().evaluate(step, _shape_spec(), ToolOutcome.success(value))
+    assert not read.passed
+    assert "empty" in read.reason
+    action = _shape_spec(side_effects=True)
+    assert (await ChecksEvaluator().evaluate(step, action, ToolOutcome.success(value))).passed
+    allowed = PlanStep(step_id=0, description="d", tool_name="t", expect={"non_empty": False})
+    outcome = ToolOutcome.success(value)
+    assert (await ChecksEvaluator().evaluate(allowed, _shape_spec(), outcome)).passed
+
+
+@pytest.mark.parametrize("value", [[], {}, {"status": "shipped"}, {"error": None}, 0, False])
+async def test_empty_collections_and_ordinary_statuses_pass(value):
+    step = PlanStep(step_id=0, description="d", tool_name="t")
+    outcome = ToolOutcome.success(value)
+    assert (await ChecksEvaluator().evaluate(step, _shape_spec(), outcome)).passed
+
+
+def _shape_spec(*, side_effects: bool = False) -> ToolSpec:
+    """A tool named "t" with no declared return type."""
+    return ToolSpec(
+        name="t",
+        description="A tool.",
+        fn=lambda **_: None,
+        args_model=Args,
+        args_schema=Args.model_json_schema(),
+        is_async=False,
+        side_effects=side_effects,
+        idempotent=side_effects,
+    )

@@ -282,7 +282,7 @@ async def test_open_model_circuit_fails_fast_with_a_message(make_harness):
     async with make_harness([], [get_order]) as h:
         assert h.system.breakers is not None
         breaker = h.system.breakers.get("model:scripted:test")
-        for _ in range(5):
+        for _ in range(breaker.config.minimum_calls):
             breaker.record_failure()
         response = await h.ask()
     assert response.status is RunStatus.ABORTED
@@ -294,7 +294,7 @@ async def test_open_tool_circuit_stops_calls_to_the_tool(make_harness):
     async with make_harness(responses, [get_order]) as h:
         assert h.system.breakers is not None
         breaker = h.system.breakers.get("tool:get_order")
-        for _ in range(5):
+        for _ in range(breaker.config.minimum_calls):
             breaker.record_failure()
         response = await h.ask()
     assert response.status is RunStatus.ABORTED

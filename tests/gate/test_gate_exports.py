@@ -6,6 +6,7 @@ import bastion.gate
 def test_all_lists_exactly_the_public_names() -> None:
     public = {n for n in vars(bastion.gate) if not n.startswith("_")}
     modules = {
+        "approvals",
         "audit",
         "checkpoints",
         "default",

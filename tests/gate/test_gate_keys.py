@@ -10,10 +10,11 @@ import pytest
 from pydantic import BaseModel
 
 from bastion.errors import ConfigError, NotAuthenticated
+from bastion.gate.approvals import args_hash
 from bastion.gate.audit import InMemoryAuditLog, verify
 from bastion.gate.default import PolicyGate
 from bastion.gate.directory import SqlPrincipalStore
-from bastion.gate.interface import Decision, PolicyInput
+from bastion.gate.interface import Decision, Grant, PolicyInput
 from bastion.gate.keys import SqlKeyStore
 from bastion.gate.redact import REDACTED, Redactor
 from bastion.messages import AgentRequest, Principal
@@ -174,7 +175,7 @@ async def test_a_gate_without_a_key_store_refuses_keyed_requests():
     assert audit.entries[-1].decision == "deny"
 
 
-async def test_a_policy_asking_for_approval_denies_for_now_and_says_why(world):
+async def test_a_policy_asking_for_approval_holds_the_call_and_says_why(world):
     async def above_cap(call: PolicyInput) -> Decision | None:
         return Decision.approval_required("refunds above 200.00 need a human approval")
 
@@ -182,11 +183,54 @@ async def test_a_policy_asking_for_approval_denies_for_now_and_says_why(world):
     gate = world.gate(principals=[lead], policies={"refund": [above_cap]})
     decision = await gate.authorize(lead, TOOL, {"order_id": "A1"}, stage="plan", run_id="r")
     assert not decision.allowed
-    assert "needs a human approval" in decision.reason
+    assert decision.needs_approval
     assert "refunds above 200.00" in decision.reason
     [entry] = world.audit.entries
     assert entry.decision == "deny"
     assert entry.details["needs_approval"] is True
+
+
+async def test_a_later_hard_denial_wins_over_an_approval(world):
+    async def above_cap(call: PolicyInput) -> Decision | None:
+        return Decision.approval_required("needs approval")
+
+    async def never(call: PolicyInput) -> Decision | None:
+        return Decision.deny("not this order")
+
+    lead = Principal(id="lead", scopes=frozenset({"*"}))
+    gate = world.gate(principals=[lead], policies={"refund": [above_cap, never]})
+    decision = await gate.authorize(lead, TOOL, {"order_id": "A1"}, stage="execute", run_id="r")
+    assert not decision.allowed
+    assert not decision.needs_approval
+    assert decision.reason == "not this order"
+
+
+async def test_a_grant_allows_only_the_exact_call_it_was_given_for(world):
+    async def above_cap(call: PolicyInput) -> Decision | None:
+        return Decision.approval_required("needs approval")
+
+    lead = Principal(id="lead", scopes=frozenset({"*"}))
+    gate = world.gate(principals=[lead], policies={"refund": [above_cap]})
+    args = {"order_id": "A1"}
+    grant = Grant(
+        approval_id="ap_1", tool_name=TOOL.name, args_hash=args_hash(args), approved_by="m"
+    )
+    allowed = await gate.authorize(lead, TOOL, args, stage="execute", run_id="r", grant=grant)
+    assert allowed.allowed
+    assert "approved by m" in allowed.reason
+    assert world.audit.entries[-1].details["approval_id"] == "ap_1"
+    other = await gate.authorize(
+        lead, TOOL, {"order_id": "A2"}, stage="execute", run_id="r", grant=grant
+    )
+    assert not other.allowed
+    assert not other.needs_approval
+    assert "another call" in other.reason
+    wrong_tool = Grant(
+        approval_id="ap_1", tool_name="x", args_hash=args_hash(args), approved_by="m"
+    )
+    assert not (
+        await gate.authorize(lead, TOOL, args, stage="execute", run_id="r", grant=wrong_tool)
+    ).allowed
 
 
 def test_a_decision_cannot_both_allow_and_need_approval():

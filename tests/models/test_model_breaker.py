@@ -15,7 +15,7 @@ from bastion.errors import (
 )
 from bastion.models.breaker import BreakerChatModel
 from bastion.models.interface import ChatModel, ChatRequest, ChatResponse, as_messages
-from bastion.resilience.breaker import BreakerState, CircuitBreaker
+from bastion.resilience.breaker import BreakerBoard, BreakerConfig, BreakerState, CircuitBreaker
 from bastion.testing.clock import FakeClock
 
 REQUEST = ChatRequest(messages=as_messages([("user", "hi")]))
@@ -59,11 +59,10 @@ def make(
     *script: ChatResponse | BaseException, threshold: int = 2
 ) -> tuple[BreakerChatModel, FakeModel, CircuitBreaker, FakeClock]:
     clock = FakeClock()
-    breaker = CircuitBreaker(
-        "model:fake:m", failure_threshold=threshold, cooldown_s=10.0, clock=clock
-    )
+    board = BreakerBoard(clock=clock, config=BreakerConfig.consecutive(threshold, open_wait_s=10.0))
     inner = FakeModel(*script)
-    return BreakerChatModel(inner, breaker), inner, breaker, clock
+    model = BreakerChatModel(inner, board, clock=clock)
+    return model, inner, board.get("model:fake:m"), clock
 
 
 async def test_keeps_the_wrapped_name_and_answers() -> None:
@@ -113,7 +112,7 @@ async def test_non_transient_errors_never_count(error: ModelError) -> None:
 
     assert inner.calls == 4
     assert breaker.state is BreakerState.CLOSED
-    assert breaker.failures == 0
+    assert breaker.window_calls == 0
 
 
 async def test_probe_success_closes_and_probe_failure_reopens() -> None:
@@ -159,12 +158,13 @@ async def test_unexpected_exception_propagates_without_counting() -> None:
 
 async def test_cancelled_probe_does_not_count_and_frees_the_slot() -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker("model:hang", failure_threshold=1, cooldown_s=10.0, clock=clock)
+    board = BreakerBoard(clock=clock, config=BreakerConfig.consecutive(1, open_wait_s=10.0))
+    breaker = board.get("model:fake:hang")
     breaker.check()
     breaker.record_failure()
     clock.advance(10.0)
     inner = HangingModel()
-    model = BreakerChatModel(inner, breaker)
+    model = BreakerChatModel(inner, board, clock=clock)
 
     task = asyncio.create_task(model.complete(REQUEST))
     await inner.started.wait()
@@ -178,9 +178,10 @@ async def test_cancelled_probe_does_not_count_and_frees_the_slot() -> None:
 
 async def test_cancelled_call_while_closed_does_not_count() -> None:
     clock = FakeClock()
-    breaker = CircuitBreaker("model:hang", failure_threshold=1, cooldown_s=10.0, clock=clock)
+    board = BreakerBoard(clock=clock, config=BreakerConfig.consecutive(1, open_wait_s=10.0))
+    breaker = board.get("model:fake:hang")
     inner = HangingModel()
-    model = BreakerChatModel(inner, breaker)
+    model = BreakerChatModel(inner, board, clock=clock)
 
     task = asyncio.create_task(model.complete(REQUEST))
     await inner.started.wait()
@@ -189,4 +190,4 @@ async def test_cancelled_call_while_closed_does_not_count() -> None:
         await task
 
     assert breaker.state is BreakerState.CLOSED
-    assert breaker.failures == 0
+    assert breaker.window_calls == 0

@@ -91,7 +91,7 @@ async def test_happy_path_one_call_with_the_schema(lookup, refund):
         ),
     )
     (request,) = model.requests
-    assert request.json_schema == build_plan_schema((lookup, refund), max_steps=4)
+    assert request.json_schema == build_plan_schema((lookup, refund), max_steps=4, step_refs=True)
     assert request.schema_name == "plan"
     assert request.max_tokens == 300
     assert request.temperature == 0

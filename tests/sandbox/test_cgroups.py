@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,36 +65,54 @@ def hierarchy() -> PidsHierarchy:
     return find_pids_hierarchy()
 
 
+#: Joins the cgroup named by argv[1], forks five sleepers, prints "started refused", then waits.
+FORKER = """
+import os, sys, time
+with open(sys.argv[1], "w") as procs:
+    procs.write("0")
+started = refused = 0
+for _ in range(5):
+    try:
+        pid = os.fork()
+    except OSError:
+        refused += 1
+        continue
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    started += 1
+print(started, refused, flush=True)
+time.sleep(60)
+"""
+
+
 def test_a_cgroup_caps_kills_and_goes(hierarchy: PidsHierarchy) -> None:
     tree = CgroupTree(hierarchy)
     try:
         group = tree.create(max_pids=3)
         assert (group.path / "pids.max").read_text().strip() == "3"
-        # A shell joins the cgroup, then tries to start five sleepers: the cap stops it.
+        # A process joins the cgroup, then tries to start five sleepers: the cap stops it.
         proc = subprocess.Popen(
-            [
-                "/bin/sh",
-                "-c",
-                'echo 0 > "$0"; for i in 1 2 3 4 5; do sleep 60 & done; wait',
-                str(group.procs_file),
-            ],
-            stdout=subprocess.DEVNULL,
+            [sys.executable, "-c", FORKER, str(group.procs_file)],
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
             start_new_session=True,
         )
         try:
-            give_up = time.monotonic() + 10  # noqa: TID251 - a real process, real time
-            while len(group.pids()) < 3 and proc.poll() is None and time.monotonic() < give_up:  # noqa: TID251
-                pass  # the shell forks at once; a busy-wait of a few ms, not a sleep
-            assert proc.poll() is None, "the shell ended before its sleepers joined the group"
-            assert 1 <= len(group.pids()) <= 3
-            assert group.kill_all() >= 1
+            assert proc.stdout is not None
+            started, refused = map(int, proc.stdout.readline().split())  # it says when done
+            assert (started, refused) == (2, 3)  # itself and two sleepers: the cap of 3
+            assert len(group.pids()) == 3
+            assert group.kill_all() == 3
             proc.wait(timeout=5)
-            assert group.cap_hits() >= 1
+            assert group.cap_hits() >= 3
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
         while group.pids():
             group.kill_all()
         assert group.remove()

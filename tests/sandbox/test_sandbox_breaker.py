@@ -6,11 +6,10 @@ import math
 import pytest
 
 from bastion.messages import Principal, ToolCall, ToolErrorKind, ToolOutcome
-from bastion.resilience.breaker import BreakerBoard, BreakerState
+from bastion.resilience.breaker import BreakerBoard, BreakerConfig, BreakerState
 from bastion.router.interface import ToolSpec
 from bastion.router.registry import make_tool
 from bastion.sandbox import BreakerSandbox, ExecutionSandbox
-from bastion.settings import BreakerSettings
 from bastion.testing.clock import FakeClock
 
 PRINCIPAL = Principal(id="u")
@@ -61,9 +60,7 @@ def make(
     *outcomes: ToolOutcome, threshold: int = 2
 ) -> tuple[BreakerSandbox, ScriptedSandbox, BreakerBoard, FakeClock]:
     clock = FakeClock()
-    board = BreakerBoard(
-        clock=clock, settings=BreakerSettings(failure_threshold=threshold, cooldown_s=30.0)
-    )
+    board = BreakerBoard(clock=clock, config=BreakerConfig.consecutive(threshold, open_wait_s=30.0))
     inner = ScriptedSandbox(*outcomes)
     return BreakerSandbox(inner, board), inner, board, clock
 
@@ -133,7 +130,7 @@ async def test_callers_own_faults_never_open_the_breaker(kind: ToolErrorKind) ->
 
     assert inner.calls == 5
     assert board.states() == {"tool:refund": BreakerState.CLOSED}
-    assert board.get("tool:refund").failures == 0
+    assert board.get("tool:refund").window_calls == 0
 
 
 async def test_half_open_probe_success_closes() -> None:
@@ -164,7 +161,7 @@ async def test_callers_fault_during_the_probe_frees_the_slot() -> None:
 
 async def test_cancellation_propagates_and_frees_the_probe_slot() -> None:
     clock = FakeClock()
-    board = BreakerBoard(clock=clock, settings=BreakerSettings(failure_threshold=1, cooldown_s=5))
+    board = BreakerBoard(clock=clock, config=BreakerConfig.consecutive(1, open_wait_s=5))
     breaker = board.get("tool:refund")
     breaker.check()
     breaker.record_failure()
@@ -206,10 +203,10 @@ async def test_close_reaches_the_wrapped_sandbox_when_it_has_something_to_close(
             closed.append("closed")
 
     await BreakerSandbox(
-        Closing(), BreakerBoard(clock=FakeClock(), settings=BreakerSettings())
+        Closing(), BreakerBoard(clock=FakeClock(), config=BreakerConfig())
     ).aclose()
     await BreakerSandbox(
-        ScriptedSandbox(), BreakerBoard(clock=FakeClock(), settings=BreakerSettings())
+        ScriptedSandbox(), BreakerBoard(clock=FakeClock(), config=BreakerConfig())
     ).aclose()
 
     assert closed == ["closed"]

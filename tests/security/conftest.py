@@ -4,14 +4,18 @@ Extra tools read untrusted text: ``read_inbox`` returns an email holding the inj
 ``fetch_page`` fails with an error page holding it; ``check_status`` just fails (so that the model
 is asked to replan, with what it read in front of it). Every tool call that actually runs is
 recorded by the tools themselves (`Shop.calls`), so a test counts executions, not plans.
+
+A call held for a human approval (a refund above the cap) is answered by `Shop.approver`: by
+default nobody approves, and the approval expires (the fake clock is moved past its time).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,7 @@ from bastion.demo.support.data import ensure_database
 from bastion.demo.support.policies import PRINCIPALS, make_policies
 from bastion.demo.support.tools import make_tools
 from bastion.errors import PlanError
-from bastion.messages import AgentPlan, AgentRequest, PlanStep, RunEvent
+from bastion.messages import AgentPlan, AgentRequest, EventKind, PlanStep, RunEvent
 from bastion.models.interface import ChatModel, ChatRequest
 from bastion.planner.interface import PlanningContext
 from bastion.planner.prompt import build_messages
@@ -117,21 +121,47 @@ def _recorded(spec: ToolSpec, calls: list[Executed]) -> ToolSpec:
     return dataclasses.replace(spec, fn=fn, is_async=False)
 
 
+#: What happens to an approval a run asks for (the shop and the approval's id are given).
+Approver = Callable[["Shop", str], Coroutine[Any, Any, None]]
+
+
+async def nobody_approves(shop: Shop, approval_id: str) -> None:
+    """Nobody decides: time passes beyond the approval's expiry, and the run is told."""
+    approval = await shop.system.approvals_pending()
+    ttl = max((a.expires_at - shop.clock.now()).total_seconds() for a in approval)
+    shop.clock.advance(ttl + 1)
+    await shop.system.expire_approvals()
+
+
 class Shop:
     """A support system under attack, and everything a test looks at afterwards."""
 
-    def __init__(self, system: AgentSystem, calls: list[Executed], db: Path) -> None:
+    def __init__(
+        self, system: AgentSystem, calls: list[Executed], db: Path, clock: FakeClock
+    ) -> None:
         self.system = system
         self.calls = calls
         self.db = db
+        self.clock = clock
         self.events: list[RunEvent] = []
         #: Called with each event as it happens (a test's way to act mid-run).
         self.on_event: Callable[[RunEvent], None] | None = None
+        #: Answers each approval a run asks for, in the background.
+        self.approver: Approver = nobody_approves
+        #: Refusals an approver met (a test's record of them).
+        self.refusals: list[type[Exception]] = []
+        self._answering: set[asyncio.Task[None]] = set()
 
     def _sink(self, event: RunEvent) -> None:
         self.events.append(event)
         if self.on_event is not None:
             self.on_event(event)
+        if event.kind is EventKind.APPROVAL and event.data.get("state") == "requested":
+            task = asyncio.get_running_loop().create_task(
+                self.approver(self, str(event.data["approval_id"]))
+            )
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
 
     async def ask(self, user: str, message: str, **fields: Any) -> Any:
         request = AgentRequest(user_id=user, session_id=f"s-{user}", message=message, **fields)
@@ -162,18 +192,19 @@ def make_shop(tmp_path: Path) -> Callable[..., Any]:
             durable={"enabled": durable, "polling_interval_s": 0.01},
             gate=gate or {},
         )
+        clock = FakeClock()
         system = AgentSystem.from_settings(
             settings,
             tools=[_recorded(t, calls) for t in tools],
             principals=PRINCIPALS,
             policies=make_policies(db),
             model=model,
-            clock=FakeClock(),
+            clock=clock,
             rng=random.Random(3),
         )
         if schemaless:
             system.components = dataclasses.replace(system.components, planner=SchemalessPlanner())
         async with system:
-            yield Shop(system, calls, db)
+            yield Shop(system, calls, db, clock)
 
     return factory

@@ -313,6 +313,17 @@ def violation(user: str, call: Any) -> str | None:
     return None
 
 
+def is_denial(entry: Any) -> bool:
+    """An audited denial shown to the planner: the gate's, or an approval's (expired, denied...).
+
+    A call held for an approval is audited too (``needs_approval``), but is no denial yet: the
+    run asks for the approval, and only its refusal or expiry is.
+    """
+    if entry.action == "authorize":
+        return not entry.details.get("needs_approval") or "approval_id" in entry.details
+    return entry.action in ("approval_expire", "approval_deny", "approval_use")
+
+
 def violations(user: str, calls: list[Any]) -> list[tuple[Any, str]]:
     found = ((call, violation(user, call)) for call in calls)
     return [(call, why) for call, why in found if why is not None]
@@ -366,9 +377,9 @@ async def test_an_obedient_model_cannot_do_more_than_its_caller(make_shop, case,
         (e.data["tool_name"], e.data["stage"]) for e in shop.events if e.kind is EventKind.DENIED
     ]
     audited_denials = [
-        (e.tool_name, e.stage)
+        (e.tool_name, e.stage or "execute")
         for e in entries
-        if e.run_id == response.run_id and e.action == "authorize" and e.decision == "deny"
+        if e.run_id == response.run_id and e.decision == "deny" and is_denial(e)
     ]
     assert sorted(denied_events) == sorted(audited_denials)
     assert intact

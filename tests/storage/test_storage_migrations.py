@@ -31,7 +31,11 @@ def _recording(calls: list[str], name: str) -> Migration:
 
 async def test_first_migration_creates_every_table_and_records_the_version(db_engine):
     assert await migrate(db_engine) == LATEST_VERSION == len(MIGRATIONS)
-    assert await _table_names(db_engine) == set(metadata.tables)
+    names = await _table_names(db_engine)
+    # SQLite's FTS5 index of the facts (v6) is a virtual table and its shadow tables, made by DDL.
+    fts = {name for name in names if name.startswith("memory_facts_fts")}
+    assert bool(fts) == (db_engine.dialect.name == "sqlite")
+    assert names - fts == set(metadata.tables)
     assert await _versions(db_engine) == list(range(1, LATEST_VERSION + 1))
     async with db_engine.connect() as connection:
         applied_at = await connection.scalar(sa.select(sa.func.min(schema_version.c.applied_at)))

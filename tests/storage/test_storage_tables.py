@@ -46,6 +46,11 @@ def test_every_bastion_table_is_in_the_one_metadata():
         "api_keys",
         "principals",
         "workers",
+        "cost_counters",
+        "cost_reservations",
+        "memory_facts",
+        "memory_summaries",
+        "approvals",
     }
 
 
@@ -130,4 +135,5 @@ async def test_tables_have_the_indexes_their_queries_need(db_engine):
     async with db_engine.connect() as connection:
         found = await connection.run_sync(indexes)
     assert found["runs"] == {("user_id", "created_at"), ("status", "created_at"), ("created_at",)}
-    assert found["session_turns"] == {("session_id", "id")}
+    # v6 adds the indexes retention needs: a per-user delete, a TTL sweep by age.
+    assert found["session_turns"] == {("session_id", "id"), ("user_id",), ("at",)}

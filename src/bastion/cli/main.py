@@ -22,14 +22,19 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
+from bastion.cli.approvals import EXIT_PAUSED, Paused, approvals_app, run_one
 from bastion.cli.apps import DEFAULT_APP, build_app, cli_settings
 from bastion.cli.audit import audit_app
 from bastion.cli.doctor import doctor
 from bastion.cli.keys import key_owner, keys_app
 from bastion.cli.logs import configure_logging
+from bastion.cli.memory import memory_app
 from bastion.cli.models_cmd import models_app
 from bastion.cli.render import LiveRenderer, dumps, print_response, response_json
 from bastion.cli.runs import runs_app, worker
+from bastion.cli.serve import serve
+from bastion.cli.status import status
+from bastion.cli.usage import usage
 from bastion.errors import BastionError, ConfigError
 from bastion.gate.wiring import redactor_for
 from bastion.messages import AgentRequest, AgentResponse
@@ -158,8 +163,10 @@ def run(
     if detach:
         _detach(settings, request, as_json=as_json)
         return
-    responses = asyncio.run(_run_requests(settings, app_spec, [request], as_json=as_json))
-    raise typer.Exit(EXIT_OK if responses[0].ok else EXIT_RUN_FAILED)
+    outcome = asyncio.run(run_one(settings, app_spec, request, as_json=as_json))
+    if isinstance(outcome, Paused):  # durable: the process exits, the run waits for a person
+        raise typer.Exit(EXIT_PAUSED)
+    raise typer.Exit(EXIT_OK if outcome.ok else EXIT_RUN_FAILED)
 
 
 def _detach(settings: Settings, request: AgentRequest, *, as_json: bool) -> None:
@@ -171,6 +178,10 @@ def _detach(settings: Settings, request: AgentRequest, *, as_json: bool) -> None
     deadline_at = datetime.now(UTC) + timedelta(seconds=timeout_s)  # noqa: TID251 - CLI edge
     run_id = asyncio.run(DurableAdmin(settings=settings).enqueue(request, deadline_at=deadline_at))
     typer.echo(dumps({"run_id": run_id, "status": "queued"}) if as_json else run_id)
+
+
+#: How long the demo's refund above the cap waits for an approval nobody gives.
+DEMO_APPROVAL_WAIT_S = 3.0
 
 
 @app.command()
@@ -191,7 +202,11 @@ def demo(
     base = cli_settings(model=model, data_dir=data_dir)
     local = base.local.model_copy(update={"cache_dir": base.local_cache_dir})
     with tempfile.TemporaryDirectory(prefix="bastion-demo-") as tmp:
-        settings = base.model_copy(update={"data_dir": data_dir or Path(tmp), "local": local})
+        # Nobody approves in the demo: a refund above the cap waits briefly, then is escalated.
+        gate = base.gate.model_copy(update={"approval_ttl_s": DEMO_APPROVAL_WAIT_S})
+        settings = base.model_copy(
+            update={"data_dir": data_dir or Path(tmp), "local": local, "gate": gate}
+        )
         configure_logging(settings.data_dir)
         choice = choose_model(settings)
         typer.echo(f"Planning with {choice.name}: {choice.why}.", err=as_json)
@@ -210,9 +225,14 @@ def demo(
 app.add_typer(runs_app)
 app.add_typer(keys_app)
 app.add_typer(audit_app)
+app.add_typer(approvals_app)
 app.add_typer(models_app)
+app.add_typer(memory_app)
 app.command("worker")(worker)
 app.command("doctor")(doctor)
+app.command("status")(status)
+app.command("serve")(serve)
+app.command("usage")(usage)
 
 
 def main(argv: list[str] | None = None) -> int:

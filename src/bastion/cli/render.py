@@ -47,6 +47,7 @@ def response_json(response: AgentResponse) -> dict[str, Any]:
         "steps": steps,
         "total_cost_usd": usd(response.total_cost_usd),
         "model": response.model,
+        "model_reason": response.model_reason,
         "input_tokens": response.input_tokens,
         "output_tokens": response.output_tokens,
         "error": response.error,
@@ -87,6 +88,14 @@ class LiveRenderer:
                 out(f"  [yellow]↪ fallback {d.get('from_tool')} → {d.get('to_tool')}[/]")
             case EventKind.REPLAN:
                 out(f"  [yellow]⟲ replanning[/]: {escape(str(d.get('reason')))}")
+            case EventKind.APPROVAL if d.get("state") == "requested":
+                out(
+                    f"  [yellow]⏸ awaiting approval {d.get('approval_id')}[/]: "
+                    f"{escape(str(d.get('reason')))} (bastion approvals approve "
+                    f"{d.get('approval_id')})"
+                )
+            case EventKind.APPROVAL:
+                out(f"  [yellow]approval {d.get('state')}[/]: {escape(str(d.get('reason')))}")
             case _:
                 pass
 

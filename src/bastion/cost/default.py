@@ -44,6 +44,8 @@ class LedgerCostController(CostController):
         self._prices = prices
         self._clock = clock
         self._ledgers: dict[str, RunLedger] = {}
+        #: The keys of each open run's fixed charges (`charge`), so that none is paid twice.
+        self._charged: dict[str, set[str]] = {}
         # Check-and-hold must be atomic across tasks. The in-process ledger never awaits inside,
         # but the lock keeps the guarantee explicit and survives a ledger that does.
         self._lock = asyncio.Lock()
@@ -103,6 +105,23 @@ class LedgerCostController(CostController):
             )
         return actual
 
+    async def charge(self, run_id: str, item: str, amount_usd: Decimal, *, key: str) -> Decimal:
+        """Hold and settle `amount_usd` at once; a key already charged charges nothing more.
+
+        Raises:
+            BudgetExceeded: the charge would overspend the budget.
+            ValueError: the run is not open.
+        """
+        async with self._lock:
+            ledger = self._ledger(run_id)
+            charged = self._charged.setdefault(run_id, set())
+            if key in charged:
+                return amount_usd
+            hold = ledger.hold(model=item, amount_usd=amount_usd)
+            ledger.settle(hold, amount_usd, Usage())
+            charged.add(key)
+        return amount_usd
+
     async def release(self, reservation: Reservation) -> None:
         """Drop a hold whose call did not happen or failed.
 
@@ -134,6 +153,7 @@ class LedgerCostController(CostController):
         """
         async with self._lock:
             ledger = self._ledgers.pop(run_id, None)
+            self._charged.pop(run_id, None)
         if ledger is None:
             return Decimal(0)
         left = ledger.release_all()

@@ -48,6 +48,17 @@ class CostController(Protocol):
         """Replace the hold with the actual cost of `usage`; return that cost."""
         ...
 
+    async def charge(self, run_id: str, item: str, amount_usd: Decimal, *, key: str) -> Decimal:
+        """Charge a fixed price (a priced tool call) to the run's budgets at once; return it.
+
+        `item` names what is paid for (``tool:<name>``); `key` identifies the charge within
+        the run: charging the same key again charges nothing more (a replayed step).
+
+        Raises:
+            BudgetExceeded: the charge would overspend a budget (nothing is charged).
+        """
+        ...
+
     async def release(self, reservation: Reservation) -> None:
         """Drop a hold whose call did not happen or failed."""
         ...

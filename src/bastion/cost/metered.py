@@ -4,11 +4,13 @@ Metering is cross-cutting, so it is a wrapper around whatever model the run uses
 each model: reserve the call's worst case, make the call, settle at the provider's usage. If the
 call does not produce a response, for any reason (a provider error, a timeout, the task being
 cancelled), the hold is released before the exception goes on, so a failed call costs nothing and
-holds nothing.
+holds nothing. The release is shielded from a second cancellation; if it fails all the same (the
+database is down), the hold expires and the ledger's reconciler frees it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from decimal import Decimal
@@ -66,7 +68,7 @@ class MeteredChatModel(ChatModel):
             response = await self.wrapped.complete(request)
         except BaseException:
             # Includes CancelledError: clean up, then let the original exception go on.
-            await self._release(reservation)
+            await asyncio.shield(self._release(reservation))
             raise
         cost = await self._cost.settle(reservation, response.usage)
         self.calls += 1
@@ -85,6 +87,13 @@ class MeteredChatModel(ChatModel):
             # nothing is left to release, and the call's own exception is the one to report.
             logger.warning(
                 "the hold of a failed call to %r on run %s was already gone",
+                self.wrapped.name,
+                self.run_id,
+            )
+        except Exception:
+            # The call's own exception is the one to report; the hold expires and is reconciled.
+            logger.exception(
+                "could not release the hold of a failed call to %r on run %s; it will expire",
                 self.wrapped.name,
                 self.run_id,
             )

@@ -56,7 +56,7 @@ class DurableAdmin:
         self.url = system_database_url(settings)
 
     @contextmanager
-    def _client(self) -> Iterator[DBOSClient]:
+    def _client(self, *, migrate: bool = False) -> Iterator[DBOSClient]:
         engine = (
             sqlite_engine(self.url, self.settings.durable.sqlite_synchronous)
             if self.url.startswith("sqlite")
@@ -74,6 +74,9 @@ class DurableAdmin:
                 engine.dispose()
             raise ConfigError(f"cannot reach the durable run database: {exc}") from exc
         try:
+            if migrate:
+                # A run queued before any worker ever started finds no DBOS tables yet.
+                client._sys_db.run_migrations()
             yield client
         finally:
             client.destroy()
@@ -84,7 +87,7 @@ class DurableAdmin:
         """Queue a run for a worker; returns its id. Queuing the same run id twice is a no-op."""
 
         def go() -> str:
-            with self._client() as client:
+            with self._client(migrate=True) as client:
                 return client.enqueue(
                     {
                         "queue_name": RUN_QUEUE,

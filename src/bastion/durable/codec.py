@@ -112,10 +112,22 @@ class JsonSerializer(Serializer):
             raise TypeError(f"Bastion stores JSON only in DBOS: {exc}") from exc
 
     def deserialize(cls, serialized_data: str) -> Any:
-        return json.loads(serialized_data)
+        value = json.loads(serialized_data)
+        if isinstance(value, dict) and value.keys() == {"exception", "message"}:
+            # A workflow's recorded error (see `_refuse`): raised again as one, not as a dict.
+            return WorkflowError(str(value["exception"]), str(value["message"]))
+        return value
 
     def name(self) -> str:
         return "bastion_json"
+
+
+class WorkflowError(errors.BastionError):
+    """A workflow's error as DBOS recorded it: its class name and message (the object is gone)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
 
 
 def _refuse(value: object) -> Any:

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ from bastion.durable import codec, workflow
 from bastion.durable.codec import JsonSerializer
 from bastion.durable.workers import WorkerRegistry, auto_executor_id
 from bastion.durable.workflow import Runner
-from bastion.errors import ConfigError
+from bastion.errors import BastionError, ConfigError
 from bastion.flow.state import EventSink
 from bastion.messages import AgentRequest, AgentResponse, Principal, RunStatus
 from bastion.settings import Settings
@@ -49,7 +51,8 @@ from bastion.settings import Settings
 logger = logging.getLogger("bastion.durable")
 
 #: Bump when a change to the run loop changes the sequence of steps a run takes (see module doc).
-WORKFLOW_VERSION = "bastion-run-1"
+#: 2: approvals (request, wait, settle) and the loading of memory context are steps of their own.
+WORKFLOW_VERSION = "bastion-run-2"
 APP_NAME = "bastion"
 RUN_QUEUE = "bastion_runs"
 
@@ -118,8 +121,17 @@ class DurableEngine:
 
     _active: DurableEngine | None = None
 
-    def __init__(self, *, settings: Settings, store: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: AsyncEngine,
+        clock: Clock,
+        on_fenced: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
+        #: What to do on learning that another worker took this one's runs over (`beat`).
+        self.on_fenced = on_fenced or _exit_fenced
         self.url = system_database_url(settings)
         self.executor_id = settings.durable.executor_id or auto_executor_id()
         self.registry = WorkerRegistry(
@@ -127,9 +139,12 @@ class DurableEngine:
             clock=clock,
             executor_id=self.executor_id,
             takeover_after_s=settings.durable.takeover_after_s,
+            startup_grace_s=settings.durable.startup_grace_s,
         )
         #: Set while shutting down: runs interrupted then are left to be recovered, not cancelled.
         self.stopping = False
+        #: Runs this process let go of (`leave`): stopped here, left pending to be resumed.
+        self._leaving: set[str] = set()
         self._heartbeats: asyncio.Task[None] | None = None
         self._engine: sa.Engine | None = None
         self._runner: Runner | None = None
@@ -200,14 +215,35 @@ class DurableEngine:
         period = self.settings.durable.heartbeat_s
         while True:
             try:
-                await self.registry.heartbeat()
-                if self.serve_queue:
-                    await self.take_over_dead()
+                await self.beat()
             except Exception:
                 # A missed beat is not fatal: the next one may pass; a long outage shows as
                 # a stale heartbeat, and another worker takes over, as designed.
                 logger.exception("heartbeat of executor %r failed", self.executor_id)
             await asyncio.sleep(period)  # noqa: TID251 - a real period, not a fakeable wait
+
+    async def beat(self) -> None:
+        """One heartbeat: say this process is alive, stop if it was presumed dead, take over.
+
+        A process presumed dead (its heartbeat came later than ``takeover_after_s``, e.g. on a
+        stalled machine) has had its unfinished runs handed to another worker, which may be
+        running them now: going on here could run a step in two places at once. So it stops
+        (`on_fenced`: by default the process exits with status 75, for its supervisor to
+        restart it under the same id, which then resumes the runs it took since).
+        """
+        taker = await self.registry.heartbeat()
+        if taker is not None:
+            logger.critical(
+                "executor %r was presumed dead (its heartbeat came too late) and %r took its "
+                "unfinished runs over: this process stops now so that no run goes on in two "
+                "places; restart it with the same id to resume the runs it took since",
+                self.executor_id,
+                taker,
+            )
+            self.on_fenced()
+            return
+        if self.serve_queue:
+            await self.take_over_dead()
 
     async def take_over_dead(self) -> list[str]:
         """Claim every dead executor and re-enqueue its unfinished runs; returns those claimed."""
@@ -280,12 +316,34 @@ class DurableEngine:
                 )
             except asyncio.CancelledError:
                 # The caller gave up: the run is cancelled (a step under way in this process is
-                # interrupted and the run checkpointed `cancelled`, as in process).
-                await asyncio.shield(self._cancel_local(request.run_id))
+                # interrupted and the run checkpointed `cancelled`, as in process). A process
+                # shutting down (`stopping`) leaves its runs to be recovered instead.
+                if not self.leaves(request.run_id):
+                    await asyncio.shield(self._cancel_local(request.run_id))
                 raise
+            except Exception as exc:
+                # The workflow failed (e.g. `RunNotRecorded`), here or in another process.
+                return _failed(request.run_id, exc)
         finally:
             workflow.drop_sink(request.run_id)
         return codec.RESPONSE.validate_python(data)
+
+    def leaves(self, run_id: str) -> bool:
+        """Whether an interruption of the run here leaves it to be resumed (not cancelled)."""
+        return self.stopping or run_id in self._leaving
+
+    async def leave(self, run_id: str) -> None:
+        """Stop running `run_id` in this process without cancelling it.
+
+        Its workflow stays pending, as after a shutdown: a restart of this executor (or
+        ``bastion runs resume``) goes on from its last checkpoint. For a process that must not
+        wait, e.g. ``bastion run`` when its run pauses for an approval.
+        """
+        self._leaving.add(run_id)
+        task = workflow.running_task(run_id)
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _cancel_local(self, run_id: str) -> None:
         await DBOS.cancel_workflow_async(run_id)
@@ -304,11 +362,28 @@ class DurableEngine:
             return AgentResponse(
                 run_id=run_id, status=RunStatus.CANCELLED, message=_CANCELLED, error="cancelled"
             )
+        except Exception as exc:
+            # The workflow failed (e.g. `RunNotRecorded`), here or in another process.
+            return _failed(run_id, exc)
         return codec.RESPONSE.validate_python(data)
 
     def _require_launched(self) -> None:
         if not self.launched:
             raise ConfigError("durable execution is not running: start the AgentSystem first")
+
+
+def _exit_fenced() -> None:
+    # Not an exception: a runner must not catch it and go on. 75 is EX_TEMPFAIL: restart me.
+    logging.shutdown()
+    os._exit(75)
+
+
+def _failed(run_id: str, exc: Exception) -> AgentResponse:
+    """The response for a run whose workflow failed (the run itself could not go on)."""
+    logger.error("run %s failed: %s", run_id, exc)
+    return AgentResponse(
+        run_id=run_id, status=RunStatus.FAILED, message=BastionError.user_message, error=str(exc)
+    )
 
 
 def _masked(url: str) -> str:

@@ -44,7 +44,7 @@ from bastion.durable import codec
 from bastion.errors import BastionError
 from bastion.flow.checkpoints import Checkpoints
 from bastion.flow.inbox import Inbox
-from bastion.gate.interface import Decision, PermissionsGate, Stage
+from bastion.gate.interface import Decision, Grant, PermissionsGate, Stage
 from bastion.messages import (
     AgentRequest,
     JsonObject,
@@ -219,11 +219,20 @@ class DurableGate(PermissionsGate):
         return self.wrapped.may_use(principal, tool)
 
     async def authorize(
-        self, principal: Principal, tool: ToolSpec, args: JsonObject, *, stage: Stage, run_id: str
+        self,
+        principal: Principal,
+        tool: ToolSpec,
+        args: JsonObject,
+        *,
+        stage: Stage,
+        run_id: str,
+        grant: Grant | None = None,
     ) -> Decision:
         # Not a step of its own: the flow checkpoints each decision with what it guards (a
         # plan's vetting, or a call), so that a call interrupted before it ran is decided afresh.
-        return await self.wrapped.authorize(principal, tool, args, stage=stage, run_id=run_id)
+        return await self.wrapped.authorize(
+            principal, tool, args, stage=stage, run_id=run_id, grant=grant
+        )
 
 
 class DurableRecovery(RecoveryHandler):

@@ -6,6 +6,12 @@ steps. So every durable process registers here under a unique executor id and he
 second live process asking for an id in use is refused; and a worker that finds a process whose
 heartbeat is older than ``takeover_after_s`` claims it (one claimant wins, by a conditional
 update) and re-enqueues its unfinished runs, which DBOS's queue then hands to exactly one runner.
+
+Two guards keep a live process from being taken for dead. A process that has just registered is
+given ``startup_grace_s`` to launch DBOS before its first beat (a slow start is not a death). And
+a process whose beat came late anyway (a stalled machine) learns at its next beat that its runs
+were taken over, and stops (`DurableEngine.beat`), so that no run goes on in two places; since
+that beat is newer than the takeover, the runs it took meanwhile are claimable again if it dies.
 """
 
 from __future__ import annotations
@@ -62,12 +68,21 @@ class WorkerRegistry:
     """This process's row in the ``workers`` table, and the takeover of dead ones."""
 
     def __init__(
-        self, *, engine: AsyncEngine, clock: Clock, executor_id: str, takeover_after_s: float
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        executor_id: str,
+        takeover_after_s: float,
+        startup_grace_s: float = 60.0,
     ) -> None:
         self.executor_id = executor_id
         self._engine = engine
         self._clock = clock
         self._stale = timedelta(seconds=takeover_after_s)
+        # A process beats only once DBOS has launched (seconds, on a loaded machine): until then
+        # its registration alone vouches for it.
+        self._grace = timedelta(seconds=startup_grace_s)
         self._host = socket.gethostname()[:255]
         self._pid = os.getpid()
 
@@ -114,14 +129,25 @@ class WorkerRegistry:
                 )
             )
 
-    async def heartbeat(self) -> None:
-        """Say this process is alive."""
+    async def heartbeat(self) -> str | None:
+        """Say this process is alive; return who took its runs over meanwhile, if anyone did.
+
+        A process whose heartbeat came late (a stalled machine, a long pause) may have been
+        presumed dead and its unfinished runs handed to another worker while it still runs
+        them: the caller must then stop (the engine exits the process; see `DurableEngine`).
+        The beat is written anyway, so that if this process dies later, its newer runs are
+        taken over again (`dead` counts a beat after a takeover as a new life).
+        """
         async with begin_write(self._engine) as connection:
             await connection.execute(
                 sa.update(workers)
                 .where(workers.c.executor_id == self.executor_id)
                 .values(heartbeat_at=self._clock.now())
             )
+            taker: str | None = await connection.scalar(
+                sa.select(workers.c.taken_over_by).where(workers.c.executor_id == self.executor_id)
+            )
+            return taker
 
     async def stop(self) -> None:
         """Say this process stopped (its unfinished runs are taken over after the timeout)."""
@@ -134,12 +160,13 @@ class WorkerRegistry:
 
     async def dead(self) -> list[str]:
         """Executor ids whose heartbeat is stale and whose runs nobody has taken over yet."""
-        cutoff = self._clock.now() - self._stale
+        now = self._clock.now()
         async with self._engine.connect() as connection:
             found = await connection.scalars(
                 sa.select(workers.c.executor_id)
-                .where(workers.c.heartbeat_at < cutoff)
-                .where(workers.c.taken_over_by.is_(None))
+                .where(workers.c.heartbeat_at < now - self._stale)
+                .where(workers.c.started_at < now - self._grace)
+                .where(_not_taken_over_since_last_beat())
                 .where(workers.c.executor_id != self.executor_id)
                 .order_by(workers.c.heartbeat_at)
             )
@@ -152,8 +179,9 @@ class WorkerRegistry:
             result = await connection.execute(
                 sa.update(workers)
                 .where(workers.c.executor_id == executor_id)
-                .where(workers.c.taken_over_by.is_(None))
+                .where(_not_taken_over_since_last_beat())
                 .where(workers.c.heartbeat_at < now - self._stale)
+                .where(workers.c.started_at < now - self._grace)
                 .values(taken_over_by=self.executor_id, taken_over_at=now)
             )
             return bool(result.rowcount == 1)
@@ -176,3 +204,10 @@ class WorkerRegistry:
                 )
                 for r in rows
             ]
+
+
+def _not_taken_over_since_last_beat() -> sa.ColumnElement[bool]:
+    """Never taken over, or alive again after its takeover (it beat since): claimable once more."""
+    return sa.or_(
+        workers.c.taken_over_by.is_(None), workers.c.heartbeat_at > workers.c.taken_over_at
+    )

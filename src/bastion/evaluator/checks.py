@@ -1,6 +1,7 @@
 """The Evaluator's checks, each a small pure function from a tool's result to its problems.
 
-Two kinds: the tool's declared return type (its pydantic `TypeAdapter`, in lax mode because the
+Three kinds: the result's shape (`check_result_shape`: empty, or an error dressed as a value),
+the tool's declared return type (its pydantic `TypeAdapter`, in lax mode because the
 value has been through JSON: a ``datetime`` comes back as a string) and the step's ``expect``
 checks, one function per key. An ``expect`` key with no check here is itself a problem: the plan
 asked for something we cannot verify, and passing it silently would claim a check that never ran.
@@ -65,6 +66,34 @@ def check_equals(value: Json, expected: Json) -> str | None:
         if key not in value or not _equal(value[key], want)
     ]
     return "; ".join(wrong) or None
+
+
+#: ``status`` values that say a result is a failure dressed as a success.
+ERROR_STATUSES = frozenset({"error", "failed", "failure"})
+
+
+def check_result_shape(value: Json, *, tool_name: str, may_be_empty: bool) -> str | None:
+    """The problem with a result that is empty or error-shaped, or None.
+
+    Error-shaped: an object whose ``error`` is a non-empty text, whose ``ok`` or ``success`` is
+    false, or whose ``status`` is one of `ERROR_STATUSES` (a tool that reports failure in its
+    value instead of raising). Empty: None or blank text, unless `may_be_empty` (a tool with side
+    effects may return nothing; a read that returns nothing found nothing it could say). An empty
+    list or object is an answer ("no matches"), not an empty result.
+    """
+    if isinstance(value, Mapping):
+        error = value.get("error")
+        if isinstance(error, str) and error.strip():
+            return f"result of {tool_name!r} reports an error: {_short(error)}"
+        if value.get("ok") is False or value.get("success") is False:
+            return f"result of {tool_name!r} reports a failure: {_short(value)}"
+        status = value.get("status")
+        if isinstance(status, str) and status.strip().lower() in ERROR_STATUSES:
+            return f"result of {tool_name!r} has status {status!r}"
+        return None
+    if not may_be_empty and (value is None or (isinstance(value, str) and not value.strip())):
+        return f"result of {tool_name!r} is empty ({_short(value)})"
+    return None
 
 
 #: Every ``expect`` key the Evaluator understands.

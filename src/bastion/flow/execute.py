@@ -9,11 +9,13 @@ record appended, a few events, no rescans of the history.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, assert_never
 
 from pydantic import TypeAdapter
 
+from bastion.cost.cascade import Cascade
+from bastion.cost.guards import CallCap, LoopGuard
 from bastion.cost.metered import MeteredChatModel
 from bastion.errors import (
     BastionError,
@@ -22,10 +24,14 @@ from bastion.errors import (
     InvalidToolArgs,
     ModelError,
     PlanError,
+    RunLimitReached,
     UnknownTool,
 )
+from bastion.flow.approval import await_approval, is_held_for_approval, needs_approval
 from bastion.flow.components import Components
+from bastion.flow.revision import revise_after_step, revision_feedback
 from bastion.flow.state import RunState
+from bastion.gate.interface import Grant
 from bastion.memory.interface import MemoryContext
 from bastion.messages import (
     Abort,
@@ -45,6 +51,7 @@ from bastion.messages import (
     Verdict,
 )
 from bastion.models.interface import ChatModel, ChatResponse
+from bastion.planner import references as refs
 from bastion.planner.interface import PlanningContext
 from bastion.recovery.interface import Failure
 from bastion.router.interface import ToolSpec
@@ -96,13 +103,29 @@ class Execution:
         self._tools = tuple(
             t for t in c.router.describe_all() if c.gate.may_use(self._principal, t)
         )
-        self._model: ChatModel = MeteredChatModel(
-            wrapped=c.model, cost=c.cost, run_id=run.run_id, on_call=self._on_model_call
+        #: Retries made in this run, of steps and model calls together (the per-run cap).
+        self._retries = 0
+        #: Revisions of the remaining steps after successful steps (`bastion.flow.revision`).
+        self._revisions = 0
+        # A model cascade (`bastion.cost.cascade`) gives each run its own place on it.
+        self._cascade = c.model.for_run(run.request) if isinstance(c.model, Cascade) else None
+        # Runaway guards (`bastion.cost.guards`): the call cap sits outside metering, so that a
+        # refused call reserves nothing.
+        self._model: ChatModel = CallCap(
+            MeteredChatModel(
+                wrapped=self._cascade or c.model,
+                cost=c.cost,
+                run_id=run.run_id,
+                on_call=self._on_model_call,
+            ),
+            limit=c.settings.run.max_model_calls,
         )
+        self._loops = LoopGuard(max_identical=c.settings.run.max_identical_calls)
 
     async def __call__(self) -> ExecutionResult:
         """Plan, run every step, replan when recovery says so; return how the run ended."""
         run, c = self._run, self._c
+        self._start_cascade()
         await run.transition(RunStatus.PLANNING)
         planned = await self._plan(feedback=None)
         if isinstance(planned, Stopped):
@@ -112,18 +135,18 @@ class Execution:
             return Finished()
         await run.transition(RunStatus.RUNNING)
         while pending:
-            if run.time_left_s <= 0:
-                return self._stop(RunStatus.FAILED, _OUT_OF_TIME, "run deadline passed", pending)
-            if len(run.records) >= c.settings.run.max_steps:
-                return self._stop(
-                    RunStatus.ABORTED,
-                    "Sorry, this request needed too many steps and was stopped.",
-                    f"step cap of {c.settings.run.max_steps} reached",
-                    pending,
-                )
+            over = self._over_limit(pending)
+            if over is not None:
+                return over
             step = pending.popleft()
             action = await self._run_step(step)
             if action is None:
+                if pending and revise_after_step(c.settings.planner, self._revisions):
+                    revised = await self._revise(step)
+                    if isinstance(revised, Stopped):
+                        return revised
+                    pending = deque(revised.steps)
+                    await run.transition(RunStatus.RUNNING)
                 continue
             if isinstance(action, Abort):
                 return self._stop(action.status, action.user_message, action.reason, pending)
@@ -136,6 +159,54 @@ class Execution:
             await run.transition(RunStatus.RUNNING)
         return Finished()
 
+    def _start_cascade(self) -> None:
+        """Say where the run starts on its cascade; an event when a rule started it higher."""
+        if self._cascade is not None:
+            self._run.model_reason = self._cascade.reason
+            if self._cascade.index > 0:
+                self._run.emit(
+                    EventKind.ESCALATE, to_model=self._cascade.name, reason=self._cascade.reason
+                )
+
+    def _escalate_on_rejection(
+        self, step: PlanStep, outcome: ToolOutcome, verdict: Verdict
+    ) -> None:
+        if outcome.ok:
+            # The tool ran and the Evaluator rejected its result: the plan was weak, so the
+            # replan (if recovery asks for one) is made by a stronger model.
+            self._escalate(f"the evaluator rejected step {step.step_id}: {verdict.reason}")
+
+    def _escalate(self, reason: str) -> bool:
+        """Move the run up its cascade, with an event; False without one or at its top."""
+        moved = None if self._cascade is None else self._cascade.escalate(reason)
+        if moved is None or self._cascade is None:
+            return False
+        self._run.model_reason = self._cascade.reason
+        self._run.emit(
+            EventKind.ESCALATE,
+            from_model=moved.from_model,
+            to_model=moved.to_model,
+            reason=moved.reason,
+        )
+        return True
+
+    def _over_limit(self, pending: deque[PlanStep]) -> Stopped | None:
+        """Stop before the next step: the deadline passed, the step cap or a loop is reached."""
+        run, c = self._run, self._c
+        if run.time_left_s <= 0:
+            return self._stop(RunStatus.FAILED, _OUT_OF_TIME, "run deadline passed", pending)
+        if len(run.records) >= c.settings.run.max_steps:
+            return self._stop(
+                RunStatus.ABORTED,
+                "Sorry, this request needed too many steps and was stopped.",
+                f"step cap of {c.settings.run.max_steps} reached",
+                pending,
+            )
+        loop = self._loops.check(pending[0])
+        if loop is not None:
+            return self._stop(RunStatus.ABORTED, RunLimitReached.user_message, loop, pending)
+        return None
+
     def _stop(
         self, status: RunStatus, user_message: str, reason: str, pending: deque[PlanStep]
     ) -> Stopped:
@@ -144,6 +215,19 @@ class Execution:
         )
 
     # -- planning ------------------------------------------------------------------------------
+
+    @property
+    def _revision(self) -> int:
+        """The current plan's revision: replans after failures plus revisions after successes."""
+        return self._run.replans + self._revisions
+
+    async def _revise(self, step: PlanStep) -> AgentPlan | Stopped:
+        """Revise the remaining steps after `step` succeeded (``replan_after_each_step``)."""
+        self._revisions += 1
+        reason = revision_feedback(step)
+        self._run.emit(EventKind.REPLAN, reason=reason, revision=self._revision, after="success")
+        await self._run.transition(RunStatus.PLANNING)
+        return await self._plan(feedback=reason)
 
     async def _replan(self, action: Replan) -> AgentPlan | Stopped:
         run = self._run
@@ -155,7 +239,7 @@ class Execution:
                 reason=f"replan limit reached; last reason: {action.reason}",
             )
         run.replans += 1
-        run.emit(EventKind.REPLAN, reason=action.reason, revision=run.replans)
+        run.emit(EventKind.REPLAN, reason=action.reason, revision=self._revision)
         if run.status is not RunStatus.PLANNING:  # a refused fresh plan is replanned in place
             await run.transition(RunStatus.PLANNING)
         return await self._plan(feedback=action.reason)
@@ -168,7 +252,7 @@ class Execution:
             memory=self._memory,
             history=tuple(run.records),
             feedback=feedback,
-            revision=run.replans,
+            revision=self._revision,
         )
         attempt = 1
         while True:
@@ -177,16 +261,22 @@ class Execution:
             except BudgetExceeded as exc:
                 return stopped_by(exc)
             except (ModelError, PlanError, CircuitOpen) as exc:
+                if isinstance(exc, PlanError) and self._escalate(
+                    "its plan failed validation after repair"
+                ):
+                    continue
                 action = await c.recovery.decide(
                     Failure(
                         reason=str(exc),
                         error=exc,
                         attempt=attempt,
                         replans_used=run.replans,
+                        retries_used=self._retries,
                         time_left_s=run.time_left_s,
                     )
                 )
                 if isinstance(action, Retry):
+                    self._retries += 1
                     run.emit(EventKind.RETRY, what="model", attempt=attempt, **_retry_data(action))
                     await c.clock.sleep(action.delay_s)
                     attempt += 1
@@ -225,18 +315,25 @@ class Execution:
 
         One checkpointed unit: after a restart the plan's vetting is not redone (nor audited
         twice); the events it implies are emitted outside it, so a replay emits the same ones.
+        Step references are checked against what the earlier steps return or returned.
         """
+        bad_refs = refs.check_plan(plan.steps, tool=self._tool_or_none, history=self._run.records)
 
         async def vet() -> tuple[int, ToolOutcome] | None:
             for index, step in enumerate(plan.steps):
                 try:
                     spec = self._c.router.get(step.tool_name)
-                    spec.validate_args(step.tool_args)
+                    if index in bad_refs:
+                        raise InvalidToolArgs("; ".join(bad_refs[index]), tool_name=spec.name)
+                    if not refs.has_refs(step.tool_args):  # else validated once resolved
+                        spec.validate_args(step.tool_args)
                 except UnknownTool as exc:
                     return index, ToolOutcome.failure(ToolErrorKind.UNKNOWN_TOOL, str(exc))
                 except InvalidToolArgs as exc:
                     return index, ToolOutcome.failure(ToolErrorKind.INVALID_ARGS, str(exc))
-                denied = await self._authorize(step, spec, stage="plan")
+                # A referenced value is unknown until its step has run: the gate sees it then.
+                known = replace(step, tool_args=refs.without_refs(step.tool_args))
+                denied = await self._authorize(known, spec, stage="plan")
                 if denied is not None:
                     return index, denied
             return None
@@ -250,19 +347,18 @@ class Execution:
 
     def _on_model_call(self, response: ChatResponse, cost: object) -> None:
         run = self._run
-        run.model_calls += 1
         run.model_name = response.model
-        run.input_tokens += response.usage.input_tokens
-        run.output_tokens += response.usage.output_tokens
-        run.emit(
-            EventKind.MODEL_CALL,
-            model=response.model,
-            input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens,
-            cost_usd=str(cost),
-            latency_s=round(response.latency_s, 4),
-            finish_reason=response.finish_reason,
-        )
+        if response.fallback_from:
+            notice = (
+                f"Answered with the fallback model {response.model}: "
+                f"{', '.join(response.fallback_from)} was unavailable."
+            )
+            if notice not in run.degraded:
+                run.degraded.append(notice)
+            run.emit(
+                EventKind.FALLBACK, model=response.model, unavailable=list(response.fallback_from)
+            )
+        run.count_model_call(response, cost)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -271,8 +367,13 @@ class Execution:
         c = self._c
         try:
             spec = c.router.get(step.tool_name)
-        except UnknownTool as exc:
-            outcome = ToolOutcome.failure(ToolErrorKind.UNKNOWN_TOOL, str(exc))
+            # The resolved args are what the gate authorizes, the sandbox runs and history keeps.
+            step = refs.resolve_step(step, self._run.records)
+        except (UnknownTool, refs.BadReference) as exc:
+            kind = ToolErrorKind.UNKNOWN_TOOL
+            if isinstance(exc, refs.BadReference):
+                kind = ToolErrorKind.INVALID_ARGS
+            outcome = ToolOutcome.failure(kind, str(exc))
             verdict = Verdict(passed=False, reason=str(exc))
             action = await self._decide(step, None, outcome, verdict, attempt=1)
             await self._record(step, outcome, verdict, attempts=1, tool_name=step.tool_name)
@@ -302,9 +403,11 @@ class Execution:
             if verdict.passed:
                 await self._record(step, outcome, verdict, attempts=attempt, tool_name=spec.name)
                 return None
+            self._escalate_on_rejection(step, outcome, verdict)
             action = await self._decide(step, spec, outcome, verdict, attempt=attempt)
             match action:
                 case Retry():
+                    self._retries += 1
                     self._run.emit(
                         EventKind.RETRY,
                         step_id=step.step_id,
@@ -370,6 +473,12 @@ class Execution:
             await run.transition(RunStatus.RUNNING)
         return decision
 
+    def _tool_or_none(self, name: str) -> ToolSpec | None:
+        try:
+            return self._c.router.get(name)
+        except UnknownTool:
+            return None
+
     def _fallback(self, action: UseFallback, tried: set[str]) -> ToolSpec | None:
         if action.tool_name in tried:
             return None  # a fallback cycle: each tool is tried once per step
@@ -393,12 +502,15 @@ class Execution:
             outcome = ToolOutcome.failure(ToolErrorKind.INVALID_ARGS, str(exc))
         else:
 
-            async def authorized_call() -> ToolOutcome:
+            async def authorized_call(grant: Grant | None = None) -> ToolOutcome:
                 # The gate's second check and the call are one unit: interrupted before the call
                 # completed, both run afresh; once it completed, neither is redone.
-                denied = await self._authorize(step, spec, stage="execute")
+                denied = await self._authorize(step, spec, stage="execute", grant=grant)
                 if denied is not None:
                     return denied
+                unpaid = await self._charge(step, spec, attempt)
+                if unpaid is not None:
+                    return unpaid
                 call = ToolCall(
                     run_id=run.run_id,
                     step_id=step.step_id,
@@ -411,6 +523,21 @@ class Execution:
                 )
 
             outcome = await c.checkpoints.call(spec, authorized_call)
+            if is_held_for_approval(outcome):
+                reason = outcome.error or ""
+                granted = await await_approval(
+                    run,
+                    c,
+                    step=step,
+                    spec=spec,
+                    args=step.tool_args,
+                    reason=reason,
+                    attempt=attempt,
+                )
+                if isinstance(granted, Grant):
+                    outcome = await c.checkpoints.call(spec, lambda: authorized_call(granted))
+                else:
+                    outcome = granted
             self._emit_denied(step, outcome, stage="execute")
         run.emit(
             EventKind.STEP_FINISHED,
@@ -423,14 +550,37 @@ class Execution:
         )
         return outcome
 
+    async def _charge(self, step: PlanStep, spec: ToolSpec, attempt: int) -> ToolOutcome | None:
+        """Pay a priced tool's call from the run's budgets; a denied outcome if they can't."""
+        if spec.cost_usd <= 0:
+            return None
+        try:
+            await self._c.cost.charge(
+                self._run.run_id,
+                f"tool:{spec.name}",
+                spec.cost_usd,
+                key=f"tool:{step.step_id}:{attempt}",
+            )
+        except BudgetExceeded as exc:
+            return ToolOutcome.failure(ToolErrorKind.DENIED, str(exc))
+        return None
+
     async def _authorize(
-        self, step: PlanStep, spec: ToolSpec, *, stage: Literal["plan", "execute"]
+        self,
+        step: PlanStep,
+        spec: ToolSpec,
+        *,
+        stage: Literal["plan", "execute"],
+        grant: Grant | None = None,
     ) -> ToolOutcome | None:
         decision = await self._c.gate.authorize(
-            self._principal, spec, step.tool_args, stage=stage, run_id=self._run.run_id
+            self._principal, spec, step.tool_args, stage=stage, run_id=self._run.run_id, grant=grant
         )
         if decision.allowed:
             return None
+        if decision.needs_approval:
+            # At plan time such a call is marked, not refused: the run asks when it gets there.
+            return None if stage == "plan" else needs_approval(decision.reason)
         return ToolOutcome.failure(ToolErrorKind.DENIED, decision.reason)
 
     def _emit_denied(
@@ -463,6 +613,7 @@ class Execution:
                 verdict=verdict,
                 attempt=attempt,
                 replans_used=self._run.replans,
+                retries_used=self._retries,
                 time_left_s=self._run.time_left_s,
             )
         )
@@ -489,7 +640,7 @@ class Execution:
                 outcome=outcome,
                 verdict=verdict,
                 attempts=attempts,
-                plan_revision=self._run.replans,
+                plan_revision=self._revision,
                 tool_name=tool_name,
             )
         )

@@ -33,6 +33,7 @@ from bastion.messages import (
     RunStatus,
     StepRecord,
 )
+from bastion.models.interface import ChatResponse
 
 logger = logging.getLogger("bastion.flow")
 
@@ -100,6 +101,10 @@ class RunState:
         self.input_tokens = 0
         self.output_tokens = 0
         self.model_name: str | None = None
+        #: Why that model plans (set by a model cascade, `bastion.cost.cascade`).
+        self.model_reason: str | None = None
+        #: Notices of graceful degradation met so far (a fallback model answered).
+        self.degraded: list[str] = []
         self._memory = memory
         self._clock = clock
         self._on_event = on_event
@@ -180,6 +185,30 @@ class RunState:
         self.records.append(record)
         await self._memory.save_step(self.run_id, index, record)
         await self.flush()
+
+    def count_model_call(
+        self, response: ChatResponse, cost: object, *, purpose: str | None = None
+    ) -> None:
+        """Count one model call of the run (calls, tokens) and emit its ``model_call`` event.
+
+        Args:
+            response: what the model answered, with its usage.
+            cost: what the call cost (as settled by the cost controller).
+            purpose: why the call was made, when not for the plan (``summary``, ``judge``).
+        """
+        self.model_calls += 1
+        self.input_tokens += response.usage.input_tokens
+        self.output_tokens += response.usage.output_tokens
+        self.emit(
+            EventKind.MODEL_CALL,
+            **({"purpose": purpose} if purpose is not None else {}),
+            model=response.model,
+            input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens,
+            cost_usd=str(cost),
+            latency_s=round(response.latency_s, 4),
+            finish_reason=response.finish_reason,
+        )
 
     def emit(self, kind: EventKind, **data: Any) -> RunEvent:
         """Create the next event, hand it to the sink, and queue it for the next flush."""

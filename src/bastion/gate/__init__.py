@@ -5,9 +5,17 @@ wildcards, argument policies); `load_principals` reads principals from a JSON or
 `SqlPrincipalStore` keeps them in the database; `SqlKeyStore` issues and checks API keys;
 `InMemoryAuditLog` and `SqlAuditLog` keep the keyed MAC chain of decisions, which `verify` checks
 against checkpoints (`bastion.gate.checkpoints`); `Redactor` hides secrets in everything a run
-keeps or shows (`RedactingMemory`, `RedactingFilter`).
+keeps or shows (`RedactingMemory`, `RedactingFilter`); `ApprovalStore` keeps the human approvals
+that let a held call go ahead (`Grant`), once, for that call only.
 """
 
+from bastion.gate.approvals import (
+    APPROVER_ROLE,
+    Approval,
+    ApprovalStatus,
+    ApprovalStore,
+    args_hash,
+)
 from bastion.gate.audit import (
     GENESIS,
     AuditFilter,
@@ -25,6 +33,7 @@ from bastion.gate.interface import (
     AuditEntry,
     AuditLog,
     Decision,
+    Grant,
     PermissionsGate,
     PolicyInput,
     Stage,
@@ -36,9 +45,13 @@ from bastion.gate.redacting import AuditedCostController, RedactingMemory
 from bastion.gate.secret import derive_key, load_server_secret
 
 __all__ = [
+    "APPROVER_ROLE",
     "GENESIS",
     "REDACTED",
     "ApiKey",
+    "Approval",
+    "ApprovalStatus",
+    "ApprovalStore",
     "ArgPolicy",
     "AuditEntry",
     "AuditFilter",
@@ -47,6 +60,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointFile",
     "Decision",
+    "Grant",
     "InMemoryAuditLog",
     "IssuedKey",
     "KeyStatus",
@@ -64,6 +78,7 @@ __all__ = [
     "Stage",
     "StoredEntry",
     "VerifyReport",
+    "args_hash",
     "derive_key",
     "grants",
     "load_principals",

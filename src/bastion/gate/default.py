@@ -14,8 +14,9 @@ It answers three questions, recording each answer to the first and the last in t
 * may they make this call (`authorize`): scopes first, then the app's argument policies for that
   tool, in order; the first denial wins. A policy that raises denies (fail closed): a bug in a
   check must never let a call through. A policy may answer that the call needs a human approval
-  (`Decision.approval_required`); approvals need the durable run loop and come with it, so until
-  then such a call is denied, the reason saying an approval is needed.
+  (`Decision.approval_required`): the other policies still run (a hard denial wins), and the
+  decision then needs an approval; the call goes ahead only with a `Grant` (a used approval,
+  `bastion.gate.approvals`) whose tool and args hash match the call exactly.
 
 Each decision is recorded with the call's args, secrets redacted (`bastion.gate.redact`). An audit
 log that cannot record a decision makes the call fail: no decision goes unrecorded.
@@ -30,12 +31,14 @@ from typing import Any, NoReturn
 
 from bastion.clock import Clock
 from bastion.errors import ConfigError, NotAuthenticated
+from bastion.gate.approvals import args_hash
 from bastion.gate.directory import PrincipalStore
 from bastion.gate.interface import (
     ArgPolicy,
     AuditEntry,
     AuditLog,
     Decision,
+    Grant,
     PermissionsGate,
     PolicyInput,
     Stage,
@@ -197,16 +200,22 @@ class PolicyGate(PermissionsGate):
         return not _missing_scopes(principal, tool)
 
     async def authorize(
-        self, principal: Principal, tool: ToolSpec, args: JsonObject, *, stage: Stage, run_id: str
+        self,
+        principal: Principal,
+        tool: ToolSpec,
+        args: JsonObject,
+        *,
+        stage: Stage,
+        run_id: str,
+        grant: Grant | None = None,
     ) -> Decision:
         details: dict[str, Any] = {"args": self._redactor.json(args)}
         decision = await self._decide(principal, tool, args, stage, run_id, details)
         if decision.needs_approval:
             details["needs_approval"] = True
-            decision = Decision.deny(
-                f"this call needs a human approval, which this system cannot grant yet: "
-                f"{decision.reason}"
-            )
+            if grant is not None:
+                details["approval_id"] = grant.approval_id
+                decision = _with_grant(decision, grant, tool, args)
         await self._record(
             action="authorize",
             allowed=decision.allowed,
@@ -237,6 +246,7 @@ class PolicyGate(PermissionsGate):
         policy_input = PolicyInput(
             principal=principal, tool=tool, args=args, stage=stage, run_id=run_id
         )
+        needs_approval: Decision | None = None
         for policy in self._policies.get(tool.name, ()):
             name = getattr(policy, "__qualname__", repr(policy))
             try:
@@ -257,10 +267,16 @@ class PolicyGate(PermissionsGate):
                     f"policy error: {name} returned {type(verdict).__name__}, "
                     "expected a Decision or None"
                 )
+            if verdict is not None and verdict.needs_approval:
+                # Remembered, not returned: a later policy may still deny the call outright.
+                if needs_approval is None:
+                    details["policy"] = name
+                    needs_approval = verdict
+                continue
             if verdict is not None and not verdict.allowed:
                 details["policy"] = name
                 return verdict
-        return Decision.allow()
+        return needs_approval or Decision.allow()
 
     async def _record(
         self,
@@ -287,6 +303,18 @@ class PolicyGate(PermissionsGate):
                 details=details or {},
             )
         )
+
+
+def _with_grant(decision: Decision, grant: Grant, tool: ToolSpec, args: JsonObject) -> Decision:
+    """Allow an approval-needing call whose grant is for exactly this call; deny it otherwise."""
+    if grant.tool_name != tool.name or grant.args_hash != args_hash(args):
+        return Decision.deny(
+            f"approval {grant.approval_id} was given for another call, not this {tool.name} "
+            "call: refused"
+        )
+    return Decision.allow(
+        f"approved by {grant.approved_by} (approval {grant.approval_id}): {decision.reason}"
+    )
 
 
 def _missing_scopes(principal: Principal, tool: ToolSpec) -> list[str]:

@@ -41,10 +41,23 @@ class Decision:
     def approval_required(cls, reason: str) -> Decision:
         """The call needs a human approval; `reason` says why (e.g. "refund above 200.00").
 
-        Until approvals exist (they need the durable run loop), the gate treats this as a denial
-        whose reason says an approval is needed; policies can say it already.
+        The run pauses until a person decides (`bastion.gate.approvals`); a hard denial by any
+        other check of the same call still wins over it.
         """
         return cls(allowed=False, reason=reason, needs_approval=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """A human approval, already used (consumed) by the run, for the one call it was given for.
+
+    The gate lets an approval-needing call go ahead with it only if tool and args hash match.
+    """
+
+    approval_id: str
+    tool_name: str
+    args_hash: str
+    approved_by: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +116,17 @@ class PermissionsGate(Protocol):
         ...
 
     async def authorize(
-        self, principal: Principal, tool: ToolSpec, args: JsonObject, *, stage: Stage, run_id: str
+        self,
+        principal: Principal,
+        tool: ToolSpec,
+        args: JsonObject,
+        *,
+        stage: Stage,
+        run_id: str,
+        grant: Grant | None = None,
     ) -> Decision:
-        """Scopes, then the tool's argument policies; the decision is audited."""
+        """Scopes, then the tool's argument policies; the decision is audited.
+
+        A call that needs an approval is allowed only with a `grant` for exactly this call.
+        """
         ...

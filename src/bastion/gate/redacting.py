@@ -32,7 +32,8 @@ from bastion.cost.interface import CostController, Reservation
 from bastion.errors import BudgetExceeded
 from bastion.gate.interface import AuditEntry, AuditLog
 from bastion.gate.redact import Redactor
-from bastion.memory.interface import MemoryContext, MemoryManager, RunRecord
+from bastion.memory.facts import Fact, FactSource
+from bastion.memory.interface import ForgetReport, MemoryContext, MemoryManager, RunRecord
 from bastion.messages import (
     AgentPlan,
     AgentRequest,
@@ -44,7 +45,7 @@ from bastion.messages import (
     ToolOutcome,
     Verdict,
 )
-from bastion.models.interface import ChatRequest, Usage
+from bastion.models.interface import ChatModel, ChatRequest, Usage
 
 
 def redact_plan(redactor: Redactor, plan: AgentPlan) -> AgentPlan:
@@ -144,8 +145,44 @@ class RedactingMemory(MemoryManager):
     async def close(self) -> None:
         await self.wrapped.close()
 
-    async def load_context(self, request: AgentRequest, *, token_budget: int) -> MemoryContext:
-        return await self.wrapped.load_context(request, token_budget=token_budget)
+    async def load_context(
+        self,
+        request: AgentRequest,
+        *,
+        token_budget: int,
+        reserved_tokens: int = 0,
+        model: ChatModel | None = None,
+    ) -> MemoryContext:
+        return await self.wrapped.load_context(
+            request, token_budget=token_budget, reserved_tokens=reserved_tokens, model=model
+        )
+
+    async def remember(
+        self,
+        user_id: str,
+        content: str,
+        *,
+        source: FactSource = "app",
+        source_key: str | None = None,
+        run_id: str | None = None,
+    ) -> Fact:
+        # A fact is kept for months and shown to every later run: never with a secret in it.
+        return await self.wrapped.remember(
+            user_id,
+            self._redactor.text(content),
+            source=source,
+            source_key=source_key,
+            run_id=run_id,
+        )
+
+    async def recall(self, user_id: str, query: str, *, limit: int = 5) -> list[Fact]:
+        return await self.wrapped.recall(user_id, query, limit=limit)
+
+    async def forget_user(self, user_id: str) -> ForgetReport:
+        return await self.wrapped.forget_user(user_id)
+
+    async def purge_expired(self) -> int:
+        return await self.wrapped.purge_expired()
 
     async def persist_turns(self, request: AgentRequest, response: AgentResponse) -> None:
         await self.wrapped.persist_turns(
@@ -243,6 +280,13 @@ class AuditedCostController(CostController):
 
     async def settle(self, reservation: Reservation, usage: Usage) -> Decimal:
         return await self.wrapped.settle(reservation, usage)
+
+    async def charge(self, run_id: str, item: str, amount_usd: Decimal, *, key: str) -> Decimal:
+        try:
+            return await self.wrapped.charge(run_id, item, amount_usd, key=key)
+        except BudgetExceeded as exc:
+            await self._denied(run_id, exc, stage="charge", item=item)
+            raise
 
     async def release(self, reservation: Reservation) -> None:
         await self.wrapped.release(reservation)

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+# One estimate for the whole runtime: the Cost Controller's (bytes / 3, 4 tokens a message).
+from bastion.cost.tokens import BYTES_PER_TOKEN, TOKENS_PER_MESSAGE
 from bastion.memory.interface import MemoryContext, Turn
 from bastion.storage.tables import session_turns
 
-#: Tokens a chat format spends on each message besides its content (role, separators).
-TOKENS_PER_MESSAGE = 4
-#: UTF-8 bytes counted as one token (low, so that estimates err high).
-BYTES_PER_TOKEN = 3
 #: Most turns `read_context` reads in one query.
 CONTEXT_PAGE_SIZE = 32
 
@@ -64,9 +63,23 @@ def fit_newest(newest_first: Sequence[Turn], token_budget: int) -> tuple[tuple[T
 
 
 async def read_context(
-    connection: AsyncConnection, *, session_id: str, user_id: str, token_budget: int
+    connection: AsyncConnection,
+    *,
+    session_id: str,
+    user_id: str,
+    token_budget: int,
+    after_id: int | None = None,
+    since: datetime | None = None,
 ) -> MemoryContext:
     """The newest turns of one user's session that fit `token_budget`, oldest first.
+
+    Args:
+        connection: where ``session_turns`` is.
+        session_id: whose turns.
+        user_id: whose turns (a session id reused by another user reveals nothing).
+        token_budget: the most tokens the turns may cost together.
+        after_id: only turns with a higher row id (those a summary does not cover).
+        since: only turns written after this time (older ones have expired).
 
     Raises:
         ValueError: `token_budget` is negative.
@@ -74,7 +87,11 @@ async def read_context(
     if token_budget < 0:
         raise ValueError(f"token_budget must not be negative, got {token_budget}")
     t = session_turns.c
-    mine = (t.session_id == session_id, t.user_id == user_id)
+    mine: tuple[sa.ColumnElement[bool], ...] = (t.session_id == session_id, t.user_id == user_id)
+    if after_id is not None:
+        mine = (*mine, t.id > after_id)
+    if since is not None:
+        mine = (*mine, t.at > since)
     chosen: list[Turn] = []
     used = 0
     before: int | None = None
@@ -86,7 +103,10 @@ async def read_context(
         if before is not None:
             query = query.where(t.id < before)
         rows = (await connection.execute(query.order_by(t.id.desc()).limit(limit))).all()
-        page = [Turn(role=r.role, content=r.content, at=r.at, run_id=r.run_id) for r in rows]
+        page = [
+            Turn(role=r.role, content=r.content, at=r.at, run_id=r.run_id, turn_id=r.id)
+            for r in rows
+        ]
         fitted, tokens = fit_newest(page, token_budget - used)
         chosen.extend(fitted)
         used += tokens

@@ -6,8 +6,11 @@ row, a step record one row (replaced in place when the step is retried), an even
 Dataclasses go into JSON columns through `bastion.storage.codec` and come back equal.
 
 Reads take only what they need: `get_run` the run's header, latest plan, steps and events;
-`list_runs` headers only; `load_context` a few pages of the newest turns
-(`bastion.memory.context.read_context`).
+`list_runs` headers only; `load_context` the user's relevant facts, the session's stored summary
+and a few pages of the newest turns (`bastion.memory.assemble`).
+
+Long-term facts go to a `FactStore` (default `SqlFacts`, full-text search in the same database);
+`forget_user` and the TTLs are in `bastion.memory.retention`.
 
 Caller mistakes (an unknown run, a run id used twice, an event ``seq`` repeated) raise
 `ValueError` naming the run; database outages propagate as SQLAlchemy errors, except at `start`,
@@ -17,7 +20,7 @@ where an unreachable database is a `ConfigError`.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
@@ -28,8 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.clock import Clock
 from bastion.errors import ConfigError
-from bastion.memory.context import read_context
-from bastion.memory.interface import MemoryContext, MemoryManager, RunRecord
+from bastion.memory.assemble import ContextPlan, assemble
+from bastion.memory.facts import Fact, FactSource, FactStore
+from bastion.memory.fts import SqlFacts
+from bastion.memory.interface import ForgetReport, MemoryContext, MemoryManager, RunRecord
+from bastion.memory.retention import forget_user, purge_turns
 from bastion.messages import (
     AgentPlan,
     AgentRequest,
@@ -39,6 +45,7 @@ from bastion.messages import (
     RunStatus,
     StepRecord,
 )
+from bastion.models.interface import ChatModel
 from bastion.storage.codec import (
     decode_plan,
     decode_step_record,
@@ -52,22 +59,43 @@ from bastion.storage.tables import run_events, run_plans, run_steps, runs, sessi
 
 
 class SqlMemory(MemoryManager):
-    """Sessions and runs in a SQL database (SQLite or PostgreSQL).
+    """Sessions, runs, facts and summaries in a SQL database (SQLite or PostgreSQL).
 
     Use it as ``async with SqlMemory.from_url(url, clock=clock) as memory: ...``, or call `start`
     and `close` yourself.
 
     Args:
         engine: the database, as made by `bastion.storage.create_engine`.
-        clock: stamps turns and plan revisions.
+        clock: stamps turns and plan revisions; decides what has expired.
         owns_engine: whether `close` disposes of `engine` (False when it is shared with other
             stores).
+        facts: where long-term facts live; default `SqlFacts` on `engine` with `fact_ttl_s`.
+        fact_ttl_s: how long a new fact is kept (for the default `facts`); None: until deleted.
+        turn_ttl_s: turns older than this are never read, and `purge_expired` deletes them.
+        facts_limit: most facts put in a context.
     """
 
-    def __init__(self, *, engine: AsyncEngine, clock: Clock, owns_engine: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        owns_engine: bool = False,
+        facts: FactStore | None = None,
+        fact_ttl_s: float | None = None,
+        turn_ttl_s: float | None = None,
+        facts_limit: int = 5,
+    ) -> None:
+        if turn_ttl_s is not None and turn_ttl_s <= 0:
+            raise ValueError(f"turn_ttl_s must be positive or None, got {turn_ttl_s}")
+        if facts_limit < 0:
+            raise ValueError(f"facts_limit must not be negative, got {facts_limit}")
         self._engine = engine
         self._clock = clock
         self._owns_engine = owns_engine
+        self._facts = facts or SqlFacts(engine=engine, clock=clock, ttl_s=fact_ttl_s)
+        self._turn_ttl_s = turn_ttl_s
+        self._facts_limit = facts_limit
         self._started = False
 
     @classmethod
@@ -122,23 +150,86 @@ class SqlMemory(MemoryManager):
 
     # -- sessions ------------------------------------------------------------------------------
 
-    async def load_context(self, request: AgentRequest, *, token_budget: int) -> MemoryContext:
-        """The session's most recent turns, oldest first, whose estimated tokens fit the budget.
+    async def load_context(
+        self,
+        request: AgentRequest,
+        *,
+        token_budget: int,
+        reserved_tokens: int = 0,
+        model: ChatModel | None = None,
+    ) -> MemoryContext:
+        """The user's relevant facts, the session's summary and recent turns, within budget.
 
-        Only turns of `request`'s session *and* user are read: a session id guessed or reused by
-        another user reveals nothing.
+        Only facts of `request`'s user, and turns of its session *and* user, are read: a session
+        id guessed or reused by another user reveals nothing. See `bastion.memory.assemble`.
 
         Raises:
-            ValueError: `token_budget` is negative.
+            ValueError: a budget is negative.
         """
         self._check_started()
-        async with self._engine.connect() as connection:
-            return await read_context(
-                connection,
-                session_id=request.session_id,
-                user_id=request.user_id,
-                token_budget=token_budget,
-            )
+        plan = ContextPlan(
+            request=request,
+            token_budget=token_budget,
+            reserved_tokens=reserved_tokens,
+            facts_limit=self._facts_limit,
+            turns_since=self._turns_cutoff(),
+        )
+        return await assemble(self._engine, self._facts, plan, clock=self._clock, model=model)
+
+    # -- long-term facts and retention ---------------------------------------------------------
+
+    async def remember(
+        self,
+        user_id: str,
+        content: str,
+        *,
+        source: FactSource = "app",
+        source_key: str | None = None,
+        run_id: str | None = None,
+    ) -> Fact:
+        """Store a fact about `user_id`; a ``source_key`` already stored returns that fact.
+
+        Raises:
+            ValueError: the fact is empty or too long.
+        """
+        self._check_started()
+        return await self._facts.remember(
+            user_id, content, source=source, source_key=source_key, run_id=run_id
+        )
+
+    async def recall(self, user_id: str, query: str, *, limit: int = 5) -> list[Fact]:
+        """`user_id`'s facts matching `query`'s words, most relevant first."""
+        self._check_started()
+        return await self._facts.search(user_id, query, limit=limit)
+
+    async def forget_user(self, user_id: str) -> ForgetReport:
+        """Delete everything about `user_id` (see `bastion.memory.retention`).
+
+        Raises:
+            ValueError: `user_id` is empty.
+        """
+        self._check_started()
+        report = await forget_user(self._engine, user_id)
+        if not isinstance(self._facts, SqlFacts):  # facts kept elsewhere go too
+            gone = await self._facts.forget_facts(user_id)
+            if gone:
+                report.deleted["facts"] = report.deleted.get("facts", 0) + gone
+        return report
+
+    async def purge_expired(self) -> int:
+        """Delete expired facts, and turns and summaries older than the turn TTL."""
+        self._check_started()
+        removed = await self._facts.purge_expired()
+        cutoff = self._turns_cutoff()
+        if cutoff is not None:
+            async with begin_write(self._engine) as connection:
+                removed += await purge_turns(connection, before=cutoff)
+        return removed
+
+    def _turns_cutoff(self) -> datetime | None:
+        if self._turn_ttl_s is None:
+            return None
+        return self._clock.now() - timedelta(seconds=self._turn_ttl_s)
 
     async def persist_turns(self, request: AgentRequest, response: AgentResponse) -> None:
         """Append the user's message, then the answer, to the session (one transaction).

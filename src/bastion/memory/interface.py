@@ -1,9 +1,13 @@
 """The Memory Manager's contract: session history for the planner's context, and run persistence.
 
-It persists three things: turns of a session (what users asked and were answered), runs (status,
-plan, steps, events; written at every state transition so a run is inspectable while it goes), and,
-in later issues, long-term facts. Writes are small and constant per step: a step is one row,
-an event one row; nothing rewrites a run's history.
+It persists four things: turns of a session (what users asked and were answered), runs (status,
+plan, steps, events; written at every state transition so a run is inspectable while it goes),
+long-term facts per user (`bastion.memory.facts`), and summaries of sessions' older turns. Writes
+are small and constant per step: a step is one row, an event one row; nothing rewrites a run's
+history.
+
+Retention: `forget_user` removes everything stored about one user; expired facts and turns (a
+TTL in `MemorySettings`) are never read, and `purge_expired` deletes them.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from bastion.memory.facts import Fact, FactSource
 from bastion.messages import (
     AgentPlan,
     AgentRequest,
@@ -22,6 +27,7 @@ from bastion.messages import (
     RunStatus,
     StepRecord,
 )
+from bastion.models.interface import ChatModel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,17 +38,42 @@ class Turn:
     content: str
     at: datetime
     run_id: str | None = None
+    #: The turn's row id in the store (orders turns; a summary covers turns up to one). Not
+    #: part of equality: the same turn read from two stores is the same turn.
+    turn_id: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MemoryContext:
-    """What the planner sees of the past: recent turns, oldest first, within a token budget."""
+    """What the planner sees of the past, within a token budget.
+
+    The user's most relevant long-term facts, a summary of the session's older turns (when a
+    model summarised them) and the recent turns verbatim, oldest first.
+    """
 
     turns: tuple[Turn, ...] = ()
-    #: Estimated tokens of `turns` (never above the budget it was assembled for).
+    #: Estimated tokens of `facts`, `summary` and `turns` (never above the budget given).
     token_count: int = 0
-    #: How many older turns were left out to keep within the budget.
+    #: How many older turns are not shown verbatim (summarised or left out).
     omitted_turns: int = 0
+    facts: tuple[Fact, ...] = ()
+    #: The model's summary of the session's older turns, or None.
+    summary: str | None = None
+    #: How many of the omitted turns `summary` covers.
+    summarised_turns: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForgetReport:
+    """What `MemoryManager.forget_user` deleted, by table."""
+
+    user_id: str
+    deleted: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Rows deleted in all."""
+        return sum(self.deleted.values())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,8 +107,48 @@ class MemoryManager(Protocol):
 
     async def close(self) -> None: ...
 
-    async def load_context(self, request: AgentRequest, *, token_budget: int) -> MemoryContext:
-        """The session's most recent turns whose estimated tokens fit `token_budget`."""
+    async def load_context(
+        self,
+        request: AgentRequest,
+        *,
+        token_budget: int,
+        reserved_tokens: int = 0,
+        model: ChatModel | None = None,
+    ) -> MemoryContext:
+        """Facts, summary and recent turns of the request's user and session, within budget.
+
+        Args:
+            request: whose context (its user and session; its message is the facts' query).
+            token_budget: the most tokens the whole prompt may take.
+            reserved_tokens: what the rest of the prompt takes (system prompt, tools, request);
+                the context gets ``token_budget - reserved_tokens``.
+            model: summarises older turns that no longer fit (charged to the caller's run);
+                None never summarises (older turns are only left out).
+        """
+        ...
+
+    async def remember(
+        self,
+        user_id: str,
+        content: str,
+        *,
+        source: FactSource = "app",
+        source_key: str | None = None,
+        run_id: str | None = None,
+    ) -> Fact:
+        """Store a long-term fact about `user_id` (idempotent per ``source_key``)."""
+        ...
+
+    async def recall(self, user_id: str, query: str, *, limit: int = 5) -> list[Fact]:
+        """`user_id`'s facts matching `query`, most relevant first; never another user's."""
+        ...
+
+    async def forget_user(self, user_id: str) -> ForgetReport:
+        """Delete everything stored about `user_id`: runs, turns, facts, summaries."""
+        ...
+
+    async def purge_expired(self) -> int:
+        """Delete facts and turns past their TTL; return how many rows went."""
         ...
 
     async def persist_turns(self, request: AgentRequest, response: AgentResponse) -> None:

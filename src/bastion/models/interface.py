@@ -53,6 +53,9 @@ class ChatResponse:
     #: ``"stop"`` for a finished answer; ``"length"`` when cut at ``max_tokens``.
     finish_reason: str = "stop"
     latency_s: float = 0.0
+    #: Set by `bastion.models.fallback.FallbackChatModel` when a fallback answered: the models
+    #: that were down, and why, in the order tried (empty when the primary answered).
+    fallback_from: tuple[str, ...] = ()
 
 
 class ChatModel(Protocol):

@@ -7,6 +7,7 @@ accepts the same names and fails on a wrong one with the same message, at start-
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Final
 
@@ -16,6 +17,8 @@ from bastion.models.interface import ChatModel
 from bastion.models.openai_compat import OpenAIChatModel
 from bastion.models.scripted import ScriptedModel
 from bastion.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 #: What may come before the colon, and what comes after it.
 KNOWN_PROVIDERS: Final[dict[str, str]] = {
@@ -67,6 +70,46 @@ def load_model(name: str, *, settings: Settings, clock: Clock) -> ChatModel:
     if provider == "local":
         return _local_model(name, model, settings=settings, clock=clock)
     raise ConfigError(f"model {name!r}: unknown provider {provider!r}. {_known_providers()}")
+
+
+#: The embedded models, best first, tried when no model is configured (the first installed wins).
+LOCAL_PREFERENCE: Final = ("qwen2.5-1.5b", "qwen2.5-0.5b", "smollm2")
+
+
+def installed_local_model() -> tuple[str | None, str]:
+    """The best embedded model installed here (``local:...``), or None; and why.
+
+    Checks only that the engine and the weight packages are installed (milliseconds); the
+    weights' sha256 is verified when the model loads, which refuses damaged ones.
+    """
+    from bastion.models import weights
+
+    if not weights.engine_installed():
+        return None, f"the embedded llama.cpp engine is not installed ({weights.ENGINE_INSTALL})"
+    for key in LOCAL_PREFERENCE:
+        if not weights.missing_parts(weights.CATALOG[key]):
+            return f"local:{key}", f"embedded {weights.CATALOG[key].title}, installed"
+    best = weights.CATALOG[LOCAL_PREFERENCE[0]]
+    return None, weights.weights_missing_message(best, weights.missing_parts(best))
+
+
+def default_model_name(settings: Settings, fallback: str | None = None) -> str:
+    """The model a system uses: the configured one, else `fallback`, else an embedded one.
+
+    Raises:
+        ConfigError: nothing is configured and no embedded model is installed (says what to do).
+    """
+    name = settings.model.name or fallback
+    if name:
+        return name
+    local, why = installed_local_model()
+    if local is None:
+        raise ConfigError(
+            "no model is configured and no embedded model can be used: set BASTION_MODEL__NAME"
+            f" (e.g. openai:gpt-4o-mini) or pass --model; or install one: {why}"
+        )
+    logger.info("no model configured: using %s (%s)", local, why)
+    return local
 
 
 def _local_model(name: str, model: str, *, settings: Settings, clock: Clock) -> ChatModel:

@@ -40,12 +40,24 @@ class ModelPlanner(Planner):
         self._settings = settings
         self._system_prompt = system_prompt
 
+    @property
+    def system_prompt(self) -> str | None:
+        """The app's role text (the memory's budget leaves room for it: `bastion.flow.admit`)."""
+        return self._system_prompt
+
     async def plan(self, context: PlanningContext, *, model: ChatModel) -> AgentPlan:
         settings = self._settings
-        schema = build_plan_schema(context.tools, max_steps=settings.max_steps)
+        schema = build_plan_schema(
+            context.tools, max_steps=settings.max_steps, step_refs=settings.step_references
+        )
         tools = {spec.name: spec for spec in context.tools}
         messages: list[ChatMessage] = list(
-            build_messages(context, max_steps=settings.max_steps, system_prompt=self._system_prompt)
+            build_messages(
+                context,
+                max_steps=settings.max_steps,
+                system_prompt=self._system_prompt,
+                step_refs=settings.step_references,
+            )
         )
         problems: tuple[str, ...] = ()
         for repairs in range(settings.max_repairs + 1):
@@ -58,7 +70,7 @@ class ModelPlanner(Planner):
                     temperature=0.0,
                 )
             )
-            answer = read_answer(response, schema=schema, tools=tools)
+            answer = read_answer(response, schema=schema, tools=tools, history=context.history)
             if answer.plan is not None:
                 logger.debug(
                     "plan for run %s (revision %d) took %d repair round(s)",

@@ -26,6 +26,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from bastion.errors import ConfigError
+from bastion.planner.references import allow_refs, is_ref, is_ref_branches
 from bastion.router.interface import ToolSpec
 
 REASONING_MAX_LENGTH = 600
@@ -41,12 +42,17 @@ _MANY = ("anyOf", "oneOf", "allOf", "prefixItems")
 _NAMED = ("properties", "patternProperties", "dependentSchemas")
 
 
-def build_plan_schema(tools: Sequence[ToolSpec], *, max_steps: int) -> dict[str, Any]:
+def build_plan_schema(
+    tools: Sequence[ToolSpec], *, max_steps: int, step_refs: bool = False
+) -> dict[str, Any]:
     """The JSON schema a plan must follow, allowing only `tools`.
 
     Args:
         tools: The tools this caller may use; a step can name no other.
         max_steps: The most steps a plan may have.
+        step_refs: Whether each top-level argument may instead be a reference to an earlier
+            step's result (`bastion.planner.references`): an ``anyOf`` of its own schema and
+            the reference's.
 
     Returns:
         A fresh Draft 2020-12 schema (safe to change; it shares nothing with the tools).
@@ -62,7 +68,7 @@ def build_plan_schema(tools: Sequence[ToolSpec], *, max_steps: int) -> dict[str,
         if spec.name in seen:
             raise ConfigError(f"two tools are both named {spec.name!r}: tool names must be unique")
         seen.add(spec.name)
-        branches.append(_branch(spec, defs))
+        branches.append(_branch(spec, defs, step_refs=step_refs))
     steps: dict[str, Any] = {"type": "array", "maxItems": max_steps if tools else 0}
     if branches:
         steps["items"] = {"anyOf": branches}
@@ -80,7 +86,7 @@ def build_plan_schema(tools: Sequence[ToolSpec], *, max_steps: int) -> dict[str,
     return schema
 
 
-def _branch(spec: ToolSpec, defs: dict[str, Any]) -> dict[str, Any]:
+def _branch(spec: ToolSpec, defs: dict[str, Any], *, step_refs: bool) -> dict[str, Any]:
     prefix = f"{spec.name}."
     source = args_root(spec.args_schema)
     for key in _DEF_KEYS:
@@ -89,6 +95,8 @@ def _branch(spec: ToolSpec, defs: dict[str, Any]) -> dict[str, Any]:
     args = _bounded({k: v for k, v in source.items() if k not in _DEF_KEYS}, spec.name, prefix)
     args["additionalProperties"] = False
     args.setdefault("type", "object")
+    if step_refs:
+        args = allow_refs(args)
     return {
         "type": "object",
         "properties": {
@@ -196,6 +204,15 @@ def validate_plan(data: object, schema: Mapping[str, Any]) -> list[str]:
 
 def _describe(error: ValidationError) -> list[str]:
     where = _where(error.absolute_path)
+    if error.validator == "anyOf" and is_ref_branches(error.validator_value):
+        # An argument that may also be a step reference: report the form the value meant.
+        meant = 1 if is_ref(error.instance) else 0
+        return [
+            problem
+            for sub in error.context or ()
+            if sub.relative_schema_path and sub.relative_schema_path[0] == meant
+            for problem in _describe(sub)
+        ]
     if error.validator in ("anyOf", "oneOf"):
         chosen = _chosen_branch(error)
         if chosen is not None:

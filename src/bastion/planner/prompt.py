@@ -27,6 +27,10 @@ FEEDBACK_MAX_CHARS = 1000
 TOOL_DESCRIPTION_MAX_CHARS = 300
 ARG_DESCRIPTION_MAX_CHARS = 120
 
+REFS_RULE = (
+    '- To pass an earlier step\'s result as an argument, write {"$from": '
+    '"steps[N].result.field"} as its value (N is that step\'s step_id, counted from 0).'
+)
 _SHAPE = (
     '{"reasoning": "<why these steps, briefly>", "steps": [{"description": "<what this step '
     'does>", "tool_name": "<one of the tools>", "tool_args": {<that tool\'s arguments>}}]}'
@@ -34,7 +38,11 @@ _SHAPE = (
 
 
 def build_messages(
-    context: PlanningContext, *, max_steps: int, system_prompt: str | None = None
+    context: PlanningContext,
+    *,
+    max_steps: int,
+    system_prompt: str | None = None,
+    step_refs: bool = False,
 ) -> tuple[ChatMessage, ...]:
     """The system prompt and the user message for one (re)plan.
 
@@ -42,6 +50,7 @@ def build_messages(
         context: The request, the caller's tools, memory and (on a replan) the history.
         max_steps: The most steps a plan may have (the schema enforces it; the prompt says it).
         system_prompt: The agent's role, from the app; a generic one when None.
+        step_refs: Whether to explain step references (the schema then allows them).
 
     Returns:
         ``(system, user)``; the user message contains ``context.request.message`` verbatim, last.
@@ -49,14 +58,22 @@ def build_messages(
     return (
         ChatMessage(
             role="system",
-            content=system_text(context.tools, max_steps=max_steps, role=system_prompt),
+            content=system_text(
+                context.tools, max_steps=max_steps, role=system_prompt, step_refs=step_refs
+            ),
         ),
         ChatMessage(role="user", content=user_text(context)),
     )
 
 
-def system_text(tools: Sequence[ToolSpec], *, max_steps: int, role: str | None = None) -> str:
-    """The agent's role, the tools and the rules of the answer."""
+def system_text(
+    tools: Sequence[ToolSpec],
+    *,
+    max_steps: int,
+    role: str | None = None,
+    step_refs: bool = False,
+) -> str:
+    """The agent's role, the tools and the rules of the answer (and step references, if on)."""
     if tools:
         listing = "Tools:\n" + "\n".join(tool_line(spec) for spec in tools)
         limit = f'At most {max_steps} steps. If no tool is needed, give an empty "steps" list.'
@@ -72,6 +89,7 @@ def system_text(tools: Sequence[ToolSpec], *, max_steps: int, role: str | None =
             "- Take ids and other values only from the user's words or from earlier results; "
             "never invent them.",
             f"- {limit}",
+            *([REFS_RULE] if step_refs and tools else []),
         ]
     )
     return f"{(role or DEFAULT_SYSTEM_PROMPT).strip()}\n\n{listing}\n\n{rules}"
@@ -125,13 +143,19 @@ def _fields(schema: Mapping[str, Any]) -> str:
 
 
 def user_text(context: PlanningContext) -> str:
-    """Recent turns, the history and feedback of a replan, and last the request, verbatim."""
+    """Facts, summary, recent turns, a replan's history and feedback; last the request, verbatim."""
     parts: list[str] = []
     memory = context.memory
+    if memory.facts:
+        facts = "\n".join(f"- {fact.content}" for fact in memory.facts)
+        parts.append(f"What we know about this user (from earlier conversations):\n{facts}")
+    if memory.summary:
+        parts.append(f"Summary of the earlier conversation:\n{memory.summary}")
     if memory.turns or memory.omitted_turns:
         lines = [f"{turn.role}: {turn.content}" for turn in memory.turns]
-        if memory.omitted_turns:
-            lines.insert(0, f"({memory.omitted_turns} earlier turn(s) left out)")
+        left_out = memory.omitted_turns - (memory.summarised_turns if memory.summary else 0)
+        if left_out > 0:
+            lines.insert(0, f"({left_out} earlier turn(s) left out)")
         parts.append("Conversation so far, oldest first:\n" + "\n".join(lines))
     if context.history:
         lines = [step_line(record) for record in context.history]

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.errors import InvalidToolArgs
+from bastion.messages import PlanStep, StepRecord
 from bastion.models.interface import ChatMessage, ChatResponse
 from bastion.planner.plan_schema import validate_plan
+from bastion.planner.references import check_plan, has_refs
 from bastion.router.interface import ToolSpec
 
 #: Problems listed in one repair message; the rest are counted, not listed.
@@ -36,14 +38,23 @@ class Answer:
 
 
 def read_answer(
-    response: ChatResponse, *, schema: Mapping[str, Any], tools: Mapping[str, ToolSpec]
+    response: ChatResponse,
+    *,
+    schema: Mapping[str, Any],
+    tools: Mapping[str, ToolSpec],
+    history: Sequence[StepRecord] = (),
 ) -> Answer:
     """Parse and check one answer against the plan schema and the named tools' argument checks.
+
+    Step references (`bastion.planner.references`) are checked here too: a bad one is a problem
+    the model is asked to mend, like a bad argument.
 
     Args:
         response: The model's answer.
         schema: The plan schema the answer must follow.
         tools: The caller's tools by name (the schema's branches).
+        history: The steps run so far (a replan's references may point at them; the new steps'
+            ids continue after them).
 
     Returns:
         An `Answer` with the plan, or with the problems (never both).
@@ -69,20 +80,39 @@ def read_answer(
                 f"{exc.colno}); answer with one JSON object and nothing else",
             ),
         )
-    problems = validate_plan(data, schema) or _arg_problems(data["steps"], tools)
+    problems = validate_plan(data, schema) or _arg_problems(data["steps"], tools, history)
     if problems:
         return Answer(plan=None, problems=tuple(problems))
     return Answer(plan=data)
 
 
-def _arg_problems(steps: Sequence[Mapping[str, Any]], tools: Mapping[str, ToolSpec]) -> list[str]:
+def _arg_problems(
+    steps: Sequence[Mapping[str, Any]],
+    tools: Mapping[str, ToolSpec],
+    history: Sequence[StepRecord],
+) -> list[str]:
     # Only reached once the schema holds, so every step has a known tool_name and object args.
     problems = []
     for index, step in enumerate(steps):
+        if has_refs(step["tool_args"]):
+            continue  # its values are known at the call, where they are validated
         try:
             tools[step["tool_name"]].validate_args(step["tool_args"])
         except InvalidToolArgs as exc:
             problems.append(f"steps[{index}].tool_args: {exc}")
+    first = len(history)
+    planned = [
+        PlanStep(
+            step_id=first + i,
+            description=s["description"],
+            tool_name=s["tool_name"],
+            tool_args=s["tool_args"],
+        )
+        for i, s in enumerate(steps)
+    ]
+    bad_refs = check_plan(planned, tool=tools.get, history=history)
+    for index in sorted(bad_refs):
+        problems.extend(bad_refs[index])
     return problems
 
 

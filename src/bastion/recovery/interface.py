@@ -27,6 +27,8 @@ class Failure:
     attempt: int = 1
     #: Replans already used in this run.
     replans_used: int = 0
+    #: Retries already made in this run (of every step and model call together).
+    retries_used: int = 0
     #: Seconds left before the run's deadline.
     time_left_s: float = math.inf
 

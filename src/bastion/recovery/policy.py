@@ -24,9 +24,13 @@
 
 * A result the Evaluator rejected: retry if the verdict is retryable and the tool is safe to run
   again, else replan, else abort.
+* A final answer the Evaluator rejected (a verdict with no step): abort as failed, withholding the
+  answer (the steps have run, so nothing is planned again).
 
-A Retry is only returned while ``attempt < max_attempts`` and never with a delay beyond
-``time_left_s``; a Replan only while ``replans_used < max_replans``. Aborts a rule chose (a denial,
+A Retry is only returned while ``attempt < max_attempts``, ``retries_used < max_run_retries``
+(the per-run cap), the process-wide retry budget grants one (``may_retry``, asked last, only when
+a Retry is the answer, since asking spends) and never with a delay beyond ``time_left_s``; a
+Replan only while ``replans_used < max_replans``. Aborts a rule chose (a denial,
 an unsafe replay, an open circuit) are ``ABORTED``; running out of ways to succeed is ``FAILED``.
 ``user_message`` speaks to the end user in plain sentences, naming a step only by its description;
 ``reason`` is for operators and may be technical.
@@ -35,6 +39,8 @@ Pure apart from the jitter drawn from the `Backoff`'s injected random source: no
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from bastion.errors import BastionError, CircuitOpen, ModelError, ModelRateLimited, PlanError
 from bastion.messages import (
@@ -54,19 +60,38 @@ from bastion.resilience.backoff import Backoff
 from bastion.settings import RecoverySettings
 
 OUT_OF_TIME = "Sorry, this request took too long and was stopped. Please try again."
+ANSWER_WITHHELD = (
+    "Sorry, I could not give you a reliable answer to this request. A member of our team will "
+    "look into it."
+)
 _TRANSIENT = frozenset({ToolErrorKind.TIMEOUT, ToolErrorKind.TRANSIENT})
 _PERMANENT = frozenset(
     {ToolErrorKind.TOOL_ERROR, ToolErrorKind.CRASHED, ToolErrorKind.RESOURCE_EXHAUSTED}
 )
 
 
-def decide(failure: Failure, *, settings: RecoverySettings, backoff: Backoff) -> RecoveryAction:
+#: Asked before every Retry is returned; False refuses it (a spent retry budget).
+MayRetry = Callable[[], bool]
+
+
+def _always() -> bool:
+    return True
+
+
+def decide(
+    failure: Failure,
+    *,
+    settings: RecoverySettings,
+    backoff: Backoff,
+    may_retry: MayRetry = _always,
+) -> RecoveryAction:
     """What to do about `failure`.
 
     Args:
         failure: What went wrong, with the attempts, replans and time used so far.
         settings: The bounds on attempts and replans.
         backoff: Draws the wait before a retry.
+        may_retry: The retry budget: asked (and spent) only when the answer would be a Retry.
 
     Returns:
         The action for the flow to take; never raises.
@@ -75,14 +100,25 @@ def decide(failure: Failure, *, settings: RecoverySettings, backoff: Backoff) ->
         return Abort(reason=f"run deadline passed: {failure.reason}", user_message=OUT_OF_TIME)
     step, outcome, verdict = failure.step, failure.outcome, failure.verdict
     if step is not None and outcome is not None and not outcome.ok:
-        return _tool_failed(failure, step, outcome, settings, backoff)
+        return _tool_failed(failure, step, outcome, settings, backoff, may_retry)
     if step is not None and verdict is not None and not verdict.passed:
-        return _result_rejected(failure, step, verdict, settings, backoff)
-    return _model_call_failed(failure, settings, backoff)
+        return _result_rejected(failure, step, verdict, settings, backoff, may_retry)
+    if step is None and verdict is not None and not verdict.passed:
+        return _answer_rejected(verdict)
+    return _model_call_failed(failure, settings, backoff, may_retry)
+
+
+def _answer_rejected(verdict: Verdict) -> Abort:
+    # The steps have run, some perhaps with side effects: the answer is withheld, not re-planned.
+    return Abort(
+        reason=f"final answer rejected by the Evaluator: {verdict.reason}",
+        user_message=ANSWER_WITHHELD,
+        status=RunStatus.FAILED,
+    )
 
 
 def _model_call_failed(
-    failure: Failure, settings: RecoverySettings, backoff: Backoff
+    failure: Failure, settings: RecoverySettings, backoff: Backoff, may_retry: MayRetry
 ) -> RecoveryAction:
     error = failure.error
     if error is None:
@@ -106,6 +142,12 @@ def _model_call_failed(
             user_message=error.user_message,
             status=RunStatus.FAILED,
         )
+    if failure.retries_used >= settings.max_run_retries:
+        return Abort(
+            reason=f"the run's {settings.max_run_retries} retries are used up: {error}",
+            user_message=error.user_message,
+            status=RunStatus.FAILED,
+        )
     floor = error.retry_after_s if isinstance(error, ModelRateLimited) else None
     if floor is not None and floor > failure.time_left_s:
         return Abort(
@@ -123,6 +165,13 @@ def _model_call_failed(
             user_message=OUT_OF_TIME,
             status=RunStatus.FAILED,
         )
+    if not may_retry():
+        return Abort(
+            reason=f"retry budget spent (retries are capped at a share of calls), "
+            f"not retrying: {error}",
+            user_message=error.user_message,
+            status=RunStatus.FAILED,
+        )
     return Retry(
         delay_s=delay,
         reason=f"{type(error).__name__} on attempt {failure.attempt} of "
@@ -136,6 +185,7 @@ def _tool_failed(
     outcome: ToolOutcome,
     settings: RecoverySettings,
     backoff: Backoff,
+    may_retry: MayRetry,
 ) -> RecoveryAction:
     kind = outcome.error_kind
     what = f"step {step.step_id} ({step.tool_name}) {kind}: {outcome.error}"
@@ -156,7 +206,7 @@ def _tool_failed(
                 f"{_sentence(step)}. A person needs to check whether it happened "
                 "before it is tried again.",
             )
-        delay = _retry_delay(failure, settings, backoff)
+        delay = _retry_delay(failure, settings, backoff, may_retry)
         if delay is not None:
             return Retry(delay_s=delay, reason=f"{what} (attempt {failure.attempt})")
         user = f"Sorry, a service needed for this step is not responding: {_sentence(step)}."
@@ -176,11 +226,12 @@ def _result_rejected(
     verdict: Verdict,
     settings: RecoverySettings,
     backoff: Backoff,
+    may_retry: MayRetry,
 ) -> RecoveryAction:
     what = f"step {step.step_id} ({step.tool_name}) result rejected: {verdict.reason}"
     # The call succeeded, so it did happen: re-running a non-idempotent tool would do it twice.
     if verdict.retryable and _safe_to_rerun(failure):
-        delay = _retry_delay(failure, settings, backoff)
+        delay = _retry_delay(failure, settings, backoff, may_retry)
         if delay is not None:
             return Retry(delay_s=delay, reason=f"{what} (attempt {failure.attempt})")
     return _replan_else_abort(
@@ -190,12 +241,18 @@ def _result_rejected(
     )
 
 
-def _retry_delay(failure: Failure, settings: RecoverySettings, backoff: Backoff) -> float | None:
-    """The wait before another attempt, or None when attempts or time have run out."""
+def _retry_delay(
+    failure: Failure, settings: RecoverySettings, backoff: Backoff, may_retry: MayRetry
+) -> float | None:
+    """The wait before another attempt, or None when attempts, time or budget have run out."""
     if failure.attempt >= settings.max_attempts:
         return None
+    if failure.retries_used >= settings.max_run_retries:
+        return None
     delay = backoff.delay(failure.attempt)
-    return delay if delay <= failure.time_left_s else None
+    if delay > failure.time_left_s or not may_retry():
+        return None
+    return delay
 
 
 def _safe_to_rerun(failure: Failure) -> bool:

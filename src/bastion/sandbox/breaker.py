@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from bastion.errors import CircuitOpen
 from bastion.messages import Principal, ToolCall, ToolErrorKind, ToolOutcome
-from bastion.resilience.breaker import BreakerBoard
+from bastion.resilience.breaker import BreakerBoard, Verdict
+from bastion.resilience.retry_budget import RetryBudget
 from bastion.router.interface import ToolSpec
 from bastion.sandbox.interface import ExecutionSandbox
 
@@ -29,22 +30,33 @@ COUNTED_FAILURES = frozenset(
 )
 
 
+def classify(outcome: ToolOutcome) -> Verdict:
+    """How a tool call's outcome counts against the tool's breaker."""
+    if outcome.ok:
+        return Verdict.SUCCESS
+    return Verdict.FAILURE if outcome.error_kind in COUNTED_FAILURES else Verdict.IGNORED
+
+
 class BreakerSandbox(ExecutionSandbox):
     """Refuses calls to a tool whose breaker is open; records every other call's result.
 
     Args:
         wrapped: The sandbox that runs the calls.
         board: Holds one breaker per tool, named ``tool:<name>``.
+        budget: Counts each call towards the retry budget (optional).
     """
 
-    def __init__(self, wrapped: ExecutionSandbox, board: BreakerBoard) -> None:
+    def __init__(
+        self, wrapped: ExecutionSandbox, board: BreakerBoard, *, budget: RetryBudget | None = None
+    ) -> None:
         self._wrapped = wrapped
         self._board = board
+        self._budget = budget
 
     async def run(
         self, call: ToolCall, spec: ToolSpec, *, deadline: float, principal: Principal
     ) -> ToolOutcome:
-        breaker = self._board.get(f"tool:{spec.name}")
+        breaker = await self._board.sync(f"tool:{spec.name}")
         try:
             breaker.check()
         except CircuitOpen as exc:
@@ -54,6 +66,8 @@ class BreakerSandbox(ExecutionSandbox):
                 f"breaker is open (until t={exc.retry_at:.3f} on the monotonic clock); "
                 "use another tool or try later",
             )
+        if self._budget is not None:
+            self._budget.record_call()
         try:
             outcome = await self._wrapped.run(call, spec, deadline=deadline, principal=principal)
         except BaseException:
@@ -61,12 +75,8 @@ class BreakerSandbox(ExecutionSandbox):
             # tool, but must not keep a half-open probe slot taken forever.
             breaker.release()
             raise
-        if outcome.ok:
-            breaker.record_success()
-        elif outcome.error_kind in COUNTED_FAILURES:
-            breaker.record_failure()
-        else:
-            breaker.release()
+        breaker.record(classify(outcome), duration_s=outcome.duration_s)
+        await self._board.flush()
         return outcome
 
     async def aclose(self) -> None:

@@ -240,7 +240,7 @@ async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 def insert_ignore(
-    connection: AsyncConnection, table: sa.Table, *, keys: Sequence[str]
+    connection: AsyncConnection | sa.Connection, table: sa.Table, *, keys: Sequence[str]
 ) -> sa.Insert:
     """``INSERT`` into `table`, silently keeping the row already there when `keys` match.
 
@@ -259,7 +259,11 @@ def insert_ignore(
 
 
 def upsert(
-    connection: AsyncConnection, table: sa.Table, row: Mapping[str, Any], *, keys: Sequence[str]
+    connection: AsyncConnection | sa.Connection,
+    table: sa.Table,
+    row: Mapping[str, Any],
+    *,
+    keys: Sequence[str],
 ) -> sa.Insert:
     """``INSERT`` `row` into `table`, or, where its `keys` match a row already there, update that.
 

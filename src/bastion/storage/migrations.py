@@ -65,11 +65,53 @@ def _create_workers_table_v3(connection: sa.Connection) -> None:
     tables.metadata.create_all(connection, tables=[tables.workers])
 
 
+#: SQLite: the facts' full-text index, an FTS5 table over ``memory_facts.content`` (external
+#: content: the text is stored once, in ``memory_facts``), kept in step by triggers. Porter stemming
+#: so that "emails" finds "email", as PostgreSQL's ``english`` configuration does.
+_SQLITE_FACTS_FTS = (
+    "CREATE VIRTUAL TABLE memory_facts_fts USING fts5(content, content='memory_facts', "
+    "content_rowid='id', tokenize='porter unicode61')",
+    "CREATE TRIGGER memory_facts_ai AFTER INSERT ON memory_facts BEGIN "
+    "INSERT INTO memory_facts_fts(rowid, content) VALUES (new.id, new.content); END",
+    "CREATE TRIGGER memory_facts_ad AFTER DELETE ON memory_facts BEGIN "
+    "INSERT INTO memory_facts_fts(memory_facts_fts, rowid, content) "
+    "VALUES ('delete', old.id, old.content); END",
+)
+#: PostgreSQL: a GIN index on the facts' ``english`` tsvector, the expression searches use.
+_POSTGRES_FACTS_FTS = (
+    "CREATE INDEX ix_memory_facts_tsv ON memory_facts USING gin (to_tsvector('english', content))",
+)
+
+
+def _create_memory_tables_v6(connection: sa.Connection) -> None:
+    # Long-term facts with full-text search, session summaries, and the indexes retention needs
+    # on the v1 session_turns (a per-user delete, a TTL sweep by age).
+    tables.metadata.create_all(connection, tables=[tables.memory_facts, tables.memory_summaries])
+    sqlite = connection.dialect.name == "sqlite"
+    for statement in _SQLITE_FACTS_FTS if sqlite else _POSTGRES_FACTS_FTS:
+        connection.exec_driver_sql(statement)
+    connection.exec_driver_sql("CREATE INDEX ix_session_turns_user_id ON session_turns (user_id)")
+    connection.exec_driver_sql("CREATE INDEX ix_session_turns_at ON session_turns (at)")
+
+
+def _create_cost_tables_v4(connection: sa.Connection) -> None:
+    # The Cost Controller's ledger (issue 7): budget counters per window, and reservations.
+    tables.metadata.create_all(connection, tables=[tables.cost_counters, tables.cost_reservations])
+
+
+def _create_approvals_table_v5(connection: sa.Connection) -> None:
+    # Human approvals of risky calls (issue 6): slot v5, after the cost ledger's v4.
+    tables.metadata.create_all(connection, tables=[tables.approvals])
+
+
 #: Every migration, in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
 MIGRATIONS: tuple[Migration, ...] = (
     _create_tables_v1,
     _create_gate_tables_v2,
     _create_workers_table_v3,
+    _create_cost_tables_v4,
+    _create_approvals_table_v5,  # v5 (slot reserved; v4 cost goes before it)
+    _create_memory_tables_v6,  # v6 (slot reserved; v4 cost, v5 approvals go before it)
 )
 
 #: The schema version this Bastion writes and reads.

@@ -268,3 +268,111 @@ workers = sa.Table(
     sa.Column("taken_over_by", sa.String(64)),
     sa.Column("taken_over_at", UtcDateTime),
 )
+
+# -- v6: long-term memory (migration 6) ---------------------------------------------------------
+
+#: Long-term facts about one user (`bastion.memory.facts`), written by a tool or by the app.
+#: ``source_key`` makes a write idempotent (a tool step's idempotency key): writing the same key
+#: for the same user again keeps the first row. Full-text search is added by the migration in each
+#: backend's own way (an FTS5 table on SQLite, a GIN expression index on PostgreSQL).
+memory_facts = sa.Table(
+    "memory_facts",
+    metadata,
+    sa.Column("id", _Serial, primary_key=True, autoincrement=True),
+    sa.Column("user_id", _Id, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("source_key", _Id),
+    sa.Column("run_id", _Id),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    #: None: kept until deleted (no TTL was configured when it was written).
+    sa.Column("expires_at", UtcDateTime),
+    sa.UniqueConstraint("user_id", "source_key"),
+    sa.Index(None, "user_id", "created_at"),
+    sa.Index(None, "expires_at"),
+)
+
+#: The model's summary of a session's older turns, up to and including turn ``through_turn_id``;
+#: reused until more turns fall out of the verbatim window (`bastion.memory.summaries`).
+memory_summaries = sa.Table(
+    "memory_summaries",
+    metadata,
+    sa.Column("user_id", _Id, primary_key=True),
+    sa.Column("session_id", _Id, primary_key=True),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("through_turn_id", sa.BigInteger, nullable=False),
+    sa.Column("turns_covered", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# -- v5: human approvals (migration 5) ----------------------------------------------------------
+
+#: Human approvals of risky calls (`bastion.gate.approvals`): one row per call that paused a run,
+#: bound to the call by ``tool_name`` and ``args_hash``. ``status`` moves pending → approved →
+#: used, or pending → denied | expired, only by conditional updates (a decision is final).
+approvals = sa.Table(
+    "approvals",
+    metadata,
+    sa.Column("approval_id", sa.String(64), primary_key=True),
+    sa.Column("run_id", _Id, nullable=False),
+    sa.Column("step_key", _Id, nullable=False),
+    sa.Column("tool_name", _Id, nullable=False),
+    sa.Column("args_hash", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("requested_by", _Id, nullable=False),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_by", _Id),
+    sa.Column("decided_at", UtcDateTime),
+    sa.Column("decision_note", sa.Text),
+    sa.Column("used_at", UtcDateTime),
+    sa.UniqueConstraint("run_id", "step_key"),
+    sa.Index(None, "status"),
+)
+
+# -- v4: the Cost Controller's ledger (migration 4, `bastion.cost.sql`) ------------------------
+
+#: One row per budget and window: what is settled and what is held against it. ``scope`` is
+#: ``run``, ``session``, ``user`` or ``app``; ``period`` the window (``all``, ``d:2026-11-27``,
+#: ``m:2026-11``), so that a new day or month starts a fresh row. Limits are not stored: they
+#: come from the request and the settings at each reservation.
+cost_counters = sa.Table(
+    "cost_counters",
+    metadata,
+    sa.Column("scope", sa.String(16), primary_key=True),
+    sa.Column("subject", _Id, primary_key=True),
+    sa.Column("period", sa.String(16), primary_key=True),
+    sa.Column("settled_usd", Money, nullable=False),
+    sa.Column("reserved_usd", Money, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+#: Every reservation (model call or priced tool call) and every denial. ``status`` is ``held``,
+#: ``settled``, ``released``, ``expired`` (freed by the reconciler) or ``denied``. The id is the
+#: run id and the call's number in the run, so a durable replay finds its own rows again.
+cost_reservations = sa.Table(
+    "cost_reservations",
+    metadata,
+    sa.Column("id", sa.String(300), primary_key=True),
+    sa.Column("run_id", _Id, nullable=False),
+    sa.Column("user_id", _Id, nullable=False),
+    sa.Column("session_id", _Id, nullable=False),
+    sa.Column("app", sa.String(64), nullable=False),
+    sa.Column("model", _Id, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("amount_usd", Money, nullable=False),
+    sa.Column("cost_usd", Money, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    #: The counters this hold is charged to, as ``scope|subject|period`` strings.
+    sa.Column("counters", Json, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("closed_at", UtcDateTime),
+    sa.Index(None, "status", "expires_at"),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "user_id", "created_at"),
+    sa.Index(None, "created_at"),
+)

@@ -50,7 +50,15 @@ def build(settings: Settings) -> AgentSystem:
         update={
             "recovery": settings.recovery.model_copy(
                 update={"base_delay_s": 0.001, "max_delay_s": 0.002}
-            )
+            ),
+            # Small breaker windows, so that a tool failing every call opens its breaker in one
+            # run (the defaults need ten calls); a smaller window from the environment wins.
+            "breaker": settings.breaker.model_copy(
+                update={
+                    "window_size": min(settings.breaker.window_size, 5),
+                    "minimum_calls": min(settings.breaker.minimum_calls, 5),
+                }
+            ),
         }
     )
     return AgentSystem.from_settings(

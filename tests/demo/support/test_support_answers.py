@@ -251,3 +251,27 @@ def test_an_empty_plan_says_what_the_assistant_can_do() -> None:
     assert "orders" in answer
     assert "help centre" in answer
     assert "support team" in answer
+
+
+def test_a_remembered_fact_is_confirmed_in_the_answer_and_a_failure_said_plainly() -> None:
+    noted = ok(1, "remember", {"fact_id": 3, "fact": "Prefers email"}, fact="Prefers email")
+    assert compose_answer(REQUEST, [noted]) == (
+        "I have noted this for your next conversations: “Prefers email”."
+    )
+    failed = not_ok(1, "remember", StepStatus.FAILED, fact="Prefers email")
+    assert compose_answer(REQUEST, [failed]) == (
+        "Sorry, I could not note that for your next conversations."
+    )
+
+
+def test_a_ticket_with_a_contact_channel_says_how_the_team_will_answer() -> None:
+    ticket = {
+        "ticket_id": "T-00004",
+        "priority": "normal",
+        "expected_response": "within 1 working day",
+        "contact": "email",
+    }
+    assert compose_answer(REQUEST, [ok(1, "escalate_to_human", ticket, summary="x")]) == (
+        "I have passed your request to our support team (ticket T-00004); you can expect an "
+        "answer within 1 working day, by email as you asked."
+    )

@@ -21,6 +21,7 @@ from bastion.gate.interface import Decision, PolicyInput
 from bastion.memory.default import SqlMemory
 from bastion.messages import AgentRequest, AgentResponse, RunStatus
 from bastion.models import weights
+from bastion.models.scripted import ScriptedModel
 from bastion.router.interface import ToolSpec
 from bastion.settings import Settings
 from bastion.testing.clock import FakeClock
@@ -170,6 +171,31 @@ async def test_conversations_read_the_request_and_the_sessions_turns(tmp_path: P
         ]
         with pytest.raises(LookupError, match="no run"):
             await conversations("run_unknown")
+    finally:
+        await memory.close()
+
+
+async def test_conversations_read_a_sessions_summary_for_its_older_turns(tmp_path: Path) -> None:
+    """Once older turns are summarised, the summary stands for them: its order ids count."""
+    clock = FakeClock()
+    memory = SqlMemory.from_url(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", clock=clock)
+    await memory.start()
+    try:
+        for n in range(8):
+            turn = AgentRequest(user_id="c1", session_id="s", message=f"question {n} " * 8)
+            await memory.persist_turns(
+                turn, AgentResponse(run_id=turn.run_id, status=RunStatus.COMPLETED, message="ok")
+            )
+        now = AgentRequest(user_id="c1", session_id="s", message="Then refund it")
+        await memory.load_context(
+            now, token_budget=120, model=ScriptedModel(["The customer asked about A1002."])
+        )
+        await memory.create_run(now, at=datetime(2026, 1, 1, tzinfo=UTC))
+        conversations = Conversations()
+        conversations.bind(memory)
+        text = await conversations(now.run_id)
+        assert text.splitlines()[0] == "The customer asked about A1002."
+        assert text.splitlines()[-1] == "Then refund it"
     finally:
         await memory.close()
 

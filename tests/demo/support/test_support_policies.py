@@ -33,9 +33,15 @@ def test_principals_are_four_customers_and_a_lead() -> None:
     assert list(BY_ID) == ["c1", "c2", "c3", "c4", "lead"]
     for cid in ("c1", "c2", "c3", "c4"):
         assert BY_ID[cid].roles == {"customer"}
-        assert BY_ID[cid].scopes == {"orders:read", "kb:read", "tickets:write"}
+        assert BY_ID[cid].scopes == {"orders:read", "kb:read", "tickets:write", "memory:write"}
     assert BY_ID["lead"].roles == {"support_lead"}
-    assert BY_ID["lead"].scopes == {"orders:read", "kb:read", "tickets:write", "refunds:write"}
+    assert BY_ID["lead"].scopes == {
+        "orders:read",
+        "kb:read",
+        "tickets:write",
+        "memory:write",
+        "refunds:write",
+    }
 
 
 def test_policies_guard_the_order_tools_only(db: Path) -> None:
@@ -106,12 +112,13 @@ async def test_the_lead_may_refund_up_to_the_cap(
 
 
 @pytest.mark.parametrize("amount", ["200.01", 250, 250.5])
-async def test_a_refund_above_the_cap_is_denied_naming_the_cap(
+async def test_a_refund_above_the_cap_needs_an_approval_naming_the_cap(
     db: Path, tools: dict[str, ToolSpec], amount: object
 ) -> None:
     args = {"order_id": "A1007", "amount": amount, "reason": "x"}
     (denial,) = await decide(db, tools, "lead", "issue_refund", args)
     assert not denial.allowed
+    assert denial.needs_approval
     assert str(REFUND_CAP) in denial.reason
     assert f"asked for {Decimal(str(amount))}" in denial.reason
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,10 @@ from jsonschema import Draft202012Validator
 from bastion.demo.support.app import SCRIPT_PATH, SYSTEM_PROMPT
 from bastion.demo.support.policies import PRINCIPALS, make_policies
 from bastion.demo.support.requests import DEMO_REQUESTS, DemoRequest
+from bastion.demo.support.tools import make_tools
 from bastion.gate.interface import PolicyInput
+from bastion.memory import MemoryTools, SqlMemory
+from bastion.memory.facts import Fact
 from bastion.memory.interface import MemoryContext
 from bastion.messages import (
     AgentRequest,
@@ -29,8 +34,9 @@ from bastion.models.interface import ChatRequest
 from bastion.models.scripted import ScriptedModel
 from bastion.planner.interface import PlanningContext
 from bastion.planner.plan_schema import build_plan_schema
-from bastion.planner.prompt import build_messages
+from bastion.planner.prompt import build_messages, user_text
 from bastion.router.interface import ToolContext, ToolSpec
+from bastion.testing.clock import FakeClock
 
 BY_ID = {principal.id: principal for principal in PRINCIPALS}
 
@@ -52,7 +58,13 @@ EXPECTED: dict[str, tuple[list[str], int | None]] = {
     "Can I still cancel my order A1005?": (["search_kb", "lookup_order"], None),
     "Order A1003 was paid 112.05 after a 10% voucher and the customer returns the coffee scale: "
     "work out the refund pro rata": (["prorata_refund"], None),
+    "Please contact me by email from now on, not by phone": (["remember"], None),
+    "My coffee grinder stopped working, I need a person": (["escalate_to_human"], None),
 }
+
+#: Long-term facts the planner sees for a request, by session: what earlier sessions remembered.
+REMEMBERED = "Prefers to be contacted by email, not by phone"
+KNOWN_FACTS: dict[str, tuple[str, ...]] = {"demo-c4-grinder": (REMEMBERED,)}
 
 
 #: Rules ahead of the requests' own: they answer the replan that follows a denial.
@@ -72,6 +84,45 @@ def load_script() -> dict[str, Any]:
 def first_rule(message: str) -> dict[str, Any]:
     # As the scripted model matches: case-insensitive search in the last user message.
     return next(r for r in load_script()["rules"] if re.search(r["when"], message, re.I))
+
+
+def memory_for(request_: DemoRequest) -> MemoryContext:
+    """What the memory gives the planner for a demo request: the facts earlier sessions kept."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    facts = tuple(
+        Fact(fact_id=n, user_id=request_.user_id, content=text, source="tool", created_at=at)
+        for n, text in enumerate(KNOWN_FACTS.get(request_.session_id, ()))
+    )
+    return MemoryContext(facts=facts)
+
+
+def prompt_for(request_: DemoRequest) -> str:
+    """The planner's user message for a demo request, with the facts its user has by then."""
+    context = PlanningContext(
+        request=AgentRequest(
+            user_id=request_.user_id, session_id=request_.session_id, message=request_.message
+        ),
+        tools=(),
+        memory=memory_for(request_),
+    )
+    return user_text(context)
+
+
+def rule_for(request_: DemoRequest) -> dict[str, Any]:
+    return first_rule(prompt_for(request_))
+
+
+@pytest.fixture
+async def tools(db: Path, clock: FakeClock, tmp_path: Path) -> AsyncIterator[dict[str, ToolSpec]]:
+    """The demo's tools as `build` registers them: the shop's and ``remember``."""
+    memory = SqlMemory.from_url(f"sqlite+aiosqlite:///{tmp_path / 'memory.db'}", clock=clock)
+    await memory.start()
+    memory_tools = MemoryTools()
+    memory_tools.bind(memory)
+    try:
+        yield {spec.name: spec for spec in [*make_tools(db, clock=clock), *memory_tools.tools()]}
+    finally:
+        await memory.close()
 
 
 def visible(tools: dict[str, ToolSpec], principal: Principal) -> list[ToolSpec]:
@@ -95,12 +146,12 @@ def test_script_is_shipped_in_the_package_and_is_well_formed() -> None:
 def test_there_is_one_rule_per_demo_request_and_a_catch_all() -> None:
     rules = load_script()["rules"]
     assert len(rules) == REPLAN_RULES + len(DEMO_REQUESTS) + 1
-    chosen = [rules.index(first_rule(request.message)) for request in DEMO_REQUESTS]
+    chosen = [rules.index(rule_for(request)) for request in DEMO_REQUESTS]
     assert sorted(chosen) == list(range(REPLAN_RULES, REPLAN_RULES + len(DEMO_REQUESTS)))
 
 
 def test_requests_cover_the_demo_paths() -> None:
-    assert 6 <= len(DEMO_REQUESTS) <= 9
+    assert 6 <= len(DEMO_REQUESTS) <= 12
     assert {request.message for request in DEMO_REQUESTS} == set(EXPECTED)
     assert all(request.user_id in BY_ID for request in DEMO_REQUESTS)
     # One session each: an earlier request's turns never steer a later one's plan.
@@ -122,7 +173,7 @@ def test_anything_else_gets_the_empty_plan(message: str) -> None:
 def test_each_plan_is_valid_for_the_tools_its_caller_may_see(
     tools: dict[str, ToolSpec], request_: DemoRequest
 ) -> None:
-    reply = first_rule(request_.message)["reply"]
+    reply = rule_for(request_)["reply"]
     principal = BY_ID[request_.user_id]
     schema = build_plan_schema(visible(tools, principal), max_steps=8)
     Draft202012Validator(schema).validate(reply)
@@ -152,7 +203,7 @@ async def test_each_plan_does_what_the_demo_shows(
     principal = BY_ID[request_.user_id]
     policies = make_policies(db)
     denied_at = None
-    for index, step in enumerate(first_rule(request_.message)["reply"]["steps"]):
+    for index, step in enumerate(rule_for(request_)["reply"]["steps"]):
         spec = tools[step["tool_name"]]
         policy_input = PolicyInput(
             principal=principal, tool=spec, args=step["tool_args"], stage="execute", run_id="r"
@@ -188,11 +239,11 @@ async def test_the_scripted_model_answers_the_planners_prompt_with_the_plan(
             user_id=request_.user_id, session_id=request_.session_id, message=request_.message
         ),
         tools=tuple(visible(tools, BY_ID[request_.user_id])),
-        memory=MemoryContext(),
+        memory=memory_for(request_),
     )
     messages = build_messages(context, max_steps=8, system_prompt=SYSTEM_PROMPT)
     response = await model.complete(ChatRequest(messages=messages))
-    assert json.loads(response.text) == first_rule(request_.message)["reply"]
+    assert json.loads(response.text) == rule_for(request_)["reply"]
 
 
 async def replan_prompt(
@@ -200,7 +251,7 @@ async def replan_prompt(
 ) -> tuple[ChatRequest, list[ToolSpec]]:
     """The planner's prompt after the gate denied the first step of the request's plan."""
     principal = BY_ID[request_.user_id]
-    step = first_rule(request_.message)["reply"]["steps"][0]
+    step = rule_for(request_)["reply"]["steps"][0]
     spec = tools[step["tool_name"]]
     policy_input = PolicyInput(
         principal=principal, tool=spec, args=step["tool_args"], stage="plan", run_id="r"
@@ -248,3 +299,20 @@ def test_replan_rules_never_answer_a_first_plan() -> None:
     rules = load_script()["rules"][:REPLAN_RULES]
     for request_ in DEMO_REQUESTS:
         assert not any(re.search(rule["when"], request_.message, re.I) for rule in rules)
+
+
+def test_the_fact_remembered_in_session_one_is_what_session_two_plans_with() -> None:
+    """The demo's two sessions chain: session 1's remember step stores exactly the fact that
+    session 2's plan needs, and without it session 2 gets no plan (the memory is what helps)."""
+    [first] = [r for r in DEMO_REQUESTS if r.session_id == "demo-c4-preference"]
+    [second] = [r for r in DEMO_REQUESTS if r.session_id == "demo-c4-grinder"]
+    assert DEMO_REQUESTS.index(first) < DEMO_REQUESTS.index(second)
+    assert first.user_id == second.user_id
+    [remember] = rule_for(first)["reply"]["steps"]
+    assert remember["tool_args"] == {"fact": REMEMBERED}
+    [escalate] = rule_for(second)["reply"]["steps"]
+    assert "email" in escalate["tool_args"]["summary"]
+    assert escalate["tool_args"]["contact"] == "email"
+    assert first_rule(second.message)["reply"]["steps"] == []  # no fact, no plan
+    # Another customer saying the same words gets nothing of c4's.
+    assert first_rule(f"Request:\n{second.message}")["reply"]["steps"] == []

@@ -335,3 +335,14 @@ def test_snippets_are_the_first_sentence_cut_at_a_word() -> None:
     cut = _snippet(long)
     assert cut.endswith("word…")
     assert len(cut) <= 161
+
+
+def test_escalation_with_a_known_contact_channel_keeps_it_on_the_ticket(
+    tools: dict[str, ToolSpec], db: Path, make_ctx: MakeContext
+) -> None:
+    ctx = make_ctx("c4", roles=frozenset({"customer"}))
+    receipt = call(tools["escalate_to_human"], ctx, summary="Grinder broken.", contact="email")
+    assert receipt.contact == "email"
+    assert rows(db, "SELECT summary FROM tickets") == [("Grinder broken. [contact by email]",)]
+    with pytest.raises(InvalidToolArgs):
+        tools["escalate_to_human"].validate_args({"summary": "x", "contact": "pigeon"})

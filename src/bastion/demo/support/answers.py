@@ -25,6 +25,7 @@ from bastion.demo.support.results import (
     ShipmentStatus,
     TicketReceipt,
 )
+from bastion.memory.tools import RememberedFact
 from bastion.messages import AgentRequest, JsonObject, StepRecord, StepStatus
 
 CAPABILITIES = (
@@ -173,13 +174,20 @@ def _quote_sentence(story: _Story, value: Any) -> str:
     )
 
 
+def _remember_sentence(story: _Story, value: Any) -> str:
+    noted = RememberedFact.model_validate(value)
+    story.subject = None
+    return f"I have noted this for your next conversations: “{noted.fact}”."
+
+
 def _ticket_sentence(story: _Story, value: Any) -> str:
     ticket = TicketReceipt.model_validate(value)
     story.subject = None
     urgent = ", marked urgent" if ticket.priority == "high" else ""
+    by = f", by {ticket.contact} as you asked" if ticket.contact else ""
     return (
         f"I have passed your request to our support team (ticket {ticket.ticket_id}{urgent}); "
-        f"you can expect an answer {ticket.expected_response}."
+        f"you can expect an answer {ticket.expected_response}{by}."
     )
 
 
@@ -202,4 +210,5 @@ _WORDINGS: dict[str, _Wording] = {
     "prorata_refund": _Wording(
         _quote_sentence, lambda a: f"work out a pro-rata refund on {_order_arg(a)}"
     ),
+    "remember": _Wording(_remember_sentence, lambda a: "note that for your next conversations"),
 }

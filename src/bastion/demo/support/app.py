@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 
 from bastion.demo.support.answers import compose_answer
 from bastion.demo.support.data import ensure_database
-from bastion.demo.support.policies import PRINCIPALS, Conversations, make_policies
+from bastion.demo.support.policies import PRINCIPALS, Conversations, is_staff, make_policies
 from bastion.demo.support.tools import make_tools
+from bastion.memory.tools import MemoryTools
 from bastion.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ EXAMPLES = """How to choose the steps:
 - Otherwise a question (how do I, can I, do you, how long, which, is there): search_kb.
 - escalate_to_human only when the user asks for a person, a human or a manager.
 - A refund of an amount on an order: issue_refund if it is listed, else escalate_to_human.
+- The user tells a lasting preference (how to contact them, a language): remember it.
+- When you escalate and we know how the user wants to be contacted, set contact to it.
 Examples (the order Z0000 and the amount 12.34 are made up: never use them):
 Request: Where is my order Z0000?
 {"reasoning": "An order number: look it up and track it.", "steps": [{"description": "Look up \
@@ -64,6 +67,9 @@ Request: I want to talk to a human.
 {"reasoning": "The user asks for a person.", "steps": [{"description": "Hand over to the support \
 team", "tool_name": "escalate_to_human", "tool_args": {"summary": "The customer asked for a \
 person.", "priority": "normal"}}]}
+Request: From now on please write to me in French.
+{"reasoning": "A lasting preference: remember it.", "steps": [{"description": "Remember the \
+language", "tool_name": "remember", "tool_args": {"fact": "Wants to be written to in French"}}]}
 Request: Refund 12.34 on order Z0000, the lid was missing.
 {"reasoning": "Refund the amount asked on that order.", "steps": [{"description": "Refund 12.34 \
 on order Z0000", "tool_name": "issue_refund", "tool_args": {"order_id": "Z0000", "amount": \
@@ -137,14 +143,17 @@ def build(settings: Settings) -> AgentSystem:
 
     db = ensure_database(settings.data_dir / DATABASE_NAME)
     conversations = Conversations()
+    memory_tools = MemoryTools()  # `remember`: a customer's lasting preferences, across sessions
     system = AgentSystem.from_settings(
         settings,
-        tools=make_tools(db),
+        tools=[*make_tools(db), *memory_tools.tools()],
         principals=PRINCIPALS,
         policies=make_policies(db, conversations=conversations),
         answer=compose_answer,
         system_prompt=PLANNER_PROMPT,
         default_model=choose_model(settings).name,
+        may_see_others=is_staff,
     )
     conversations.bind(system.components.memory)
+    memory_tools.bind(system.components.memory)
     return system

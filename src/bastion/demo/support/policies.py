@@ -7,8 +7,8 @@ and again before it runs:
 * a customer may touch only their own orders; an order that does not exist is denied with the
   same words as another customer's, so that a customer cannot probe which order ids exist;
 * staff (``support_lead``, ``agent``) may see any order;
-* no single refund may exceed `REFUND_CAP` (a larger one will need a human approval, which a later
-  issue adds; until then it is denied, the cap named in the reason).
+* a refund above `REFUND_CAP` needs a human approval: the run pauses until another principal with
+  the ``approver`` role approves (``bastion approvals approve``) or denies it.
 
 With a `Conversations` source (the demo app always gives one), two guards do not trust the model
 at all, since small models copy the ids and amounts of their prompt's examples into real plans
@@ -45,14 +45,15 @@ from bastion.messages import AgentRequest, Principal
 if TYPE_CHECKING:
     from bastion.memory.interface import MemoryManager
 
-#: The largest refund one call may issue.
+#: The largest refund one call may issue without a human approval.
 REFUND_CAP = Decimal("200.00")
 
 CUSTOMER_ROLE = "customer"
 #: Roles that may see every customer's orders.
 STAFF_ROLES = frozenset({"support_lead", "agent"})
 
-_CUSTOMER_SCOPES = frozenset({"orders:read", "kb:read", "tickets:write"})
+#: ``memory:write``: the ``remember`` tool, which files a fact under the caller only.
+_CUSTOMER_SCOPES = frozenset({"orders:read", "kb:read", "tickets:write", "memory:write"})
 
 
 def _customer(customer_id: str, name: str) -> Principal:
@@ -77,6 +78,11 @@ PRINCIPALS: tuple[Principal, ...] = (
         display_name="Support lead",
     ),
 )
+
+
+def is_staff(principal: Principal) -> bool:
+    """Whether `principal` may see every customer's data (the Evaluator's answer check asks)."""
+    return bool(principal.roles & STAFF_ROLES)
 
 
 #: What was said in a run's conversation, by run id: its request and its session's earlier turns.
@@ -149,7 +155,10 @@ class Conversations:
             ),
             token_budget=self.TOKEN_BUDGET,
         )
-        return "\n".join([*(turn.content for turn in context.turns), record.request_message])
+        # A summary of older turns stands for them (it keeps the order ids and amounts said).
+        earlier = [context.summary] if context.summary else []
+        turns = (turn.content for turn in context.turns)
+        return "\n".join([*earlier, *turns, record.request_message])
 
 
 def ids_from_conversation(db_path: Path, conversations: ConversationSource) -> ArgPolicy:
@@ -255,7 +264,7 @@ def _owner_of(db_path: Path, order_id: str) -> str | None:
 
 
 async def refund_cap(policy_input: PolicyInput) -> Decision | None:
-    """Deny a refund above `REFUND_CAP`, or one whose amount is not a number."""
+    """Hold a refund above `REFUND_CAP` for a human approval; deny an amount that is no number."""
     raw = policy_input.args.get("amount")
     if raw is None:
         return None
@@ -267,7 +276,7 @@ async def refund_cap(policy_input: PolicyInput) -> Decision | None:
     if not amount.is_finite():
         return Decision.deny(f"refund amount {raw!r} is not a number")
     if amount > REFUND_CAP:
-        return Decision.deny(
+        return Decision.approval_required(
             f"refunds above {REFUND_CAP} need a human approval; {policy_input.principal.id} "
             f"asked for {amount}"
         )

@@ -92,3 +92,5 @@ class TicketReceipt(_Result):
     ticket_id: str
     priority: Literal["low", "normal", "high"]
     expected_response: str
+    #: How the team will reach the customer, when the plan said (from what we remember of them).
+    contact: Literal["email", "phone"] | None = None

@@ -73,6 +73,7 @@ RESPONSE_TIMES: dict[str, str] = {
 _SNIPPET_CHARS = 160
 
 Priority = Literal["low", "normal", "high"]
+Contact = Literal["email", "phone"]
 # Bounds keep a confused model from sending an essay where an id belongs (and bound decoding).
 OrderId = Annotated[str, Field(min_length=1, max_length=20)]
 Query = Annotated[str, Field(min_length=1, max_length=200)]
@@ -265,7 +266,11 @@ class _SupportTools:
         return _receipt(refund_id, order_id, cents, order["currency"])
 
     def escalate_to_human(
-        self, summary: Summary, ctx: ToolContext, priority: Priority = "normal"
+        self,
+        summary: Summary,
+        ctx: ToolContext,
+        priority: Priority = "normal",
+        contact: Contact | None = None,
     ) -> TicketReceipt:
         """Hand the conversation to a person on the support team by opening a ticket.
 
@@ -273,6 +278,8 @@ class _SupportTools:
             summary: What the customer needs, in one or two sentences a colleague can act on.
             priority: "high" for damaged goods, money taken wrongly or anything urgent; "low" for
                 general questions; otherwise "normal".
+            contact: How the customer wants to be reached, only if we know it (from what we
+                know about them): "email" or "phone".
             ctx: Supplied by the runtime: who is acting, and the step's idempotency key.
         """
         if not summary.strip():
@@ -283,7 +290,7 @@ class _SupportTools:
                 (ctx.idempotency_key,),
             ).fetchone()
             if earlier is not None:
-                return _ticket(earlier["id"], earlier["priority"])
+                return _ticket(earlier["id"], earlier["priority"], contact)
             # Staff escalate on nobody's behalf; a customer's ticket is filed under them.
             customer = conn.execute(
                 "SELECT id FROM customers WHERE id = ?", (ctx.principal.id,)
@@ -293,7 +300,7 @@ class _SupportTools:
                 " idempotency_key) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     None if customer is None else customer["id"],
-                    summary.strip(),
+                    summary.strip() + (f" [contact by {contact}]" if contact else ""),
                     priority,
                     ctx.principal.id,
                     self._clock.now().isoformat(),
@@ -302,7 +309,7 @@ class _SupportTools:
             )
             ticket_id = cursor.lastrowid
         assert ticket_id is not None  # an INSERT into a rowid table always sets it
-        return _ticket(ticket_id, priority)
+        return _ticket(ticket_id, priority, contact)
 
 
 def _order_row(conn: sqlite3.Connection, order_id: str) -> sqlite3.Row:
@@ -382,11 +389,12 @@ def _receipt(rowid: int, order_id: str, cents: int, currency: str) -> RefundRece
     )
 
 
-def _ticket(rowid: int, priority: Priority) -> TicketReceipt:
+def _ticket(rowid: int, priority: Priority, contact: Contact | None = None) -> TicketReceipt:
     return TicketReceipt(
         ticket_id=f"T-{rowid:05d}",
         priority=priority,
         expected_response=RESPONSE_TIMES[priority],
+        contact=contact,
     )
 
 
