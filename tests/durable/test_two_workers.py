@@ -10,14 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import _pg_available
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "two_workers.py"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_two_workers_share_runs_and_one_takes_over_the_other(backend):
-    if backend is None:
-        pytest.skip("sharing work between worker processes is a PostgreSQL setup")
+def test_two_workers_share_runs_and_one_takes_over_the_other():
+    # Sharing work between worker processes is a PostgreSQL setup: no SQLite variant.
+    if not _pg_available():
+        if os.environ.get("BASTION_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is required but unreachable")
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is unreachable")
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--runs", "24", "--takeover-after", "6"],
         capture_output=True,
