@@ -81,6 +81,20 @@ def test_order_and_tracking_make_one_story(run: Any) -> None:
     )
 
 
+def test_a_repeated_call_with_the_same_outcome_is_told_once(run: Any) -> None:
+    order = run("lookup_order", order_id="A1002")
+    records = [
+        ok(0, "lookup_order", order, order_id="A1002"),
+        ok(1, "lookup_order", order, order_id="A1002"),
+        not_ok(2, "issue_refund", StepStatus.DENIED, order_id="A1002", amount="12.34"),
+        not_ok(3, "issue_refund", StepStatus.DENIED, order_id="A1002", amount="12.34"),
+    ]
+    answer = compose_answer(REQUEST, records)
+    assert answer.count("Order A1002 is delivered") == 1
+    assert answer.count("Sorry, I am not allowed to") == 1
+    assert "It is delivered" not in answer
+
+
 def test_results_as_model_instances_are_worded_the_same(run: Any) -> None:
     value = run("lookup_order", order_id="A1001")
     record = StepRecord(

@@ -10,6 +10,7 @@ which are for operators.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,19 @@ def compose_answer(request: AgentRequest, records: Sequence[StepRecord]) -> str:
     if not latest:
         return CAPABILITIES
     story = _Story(sentences=[])
+    told: set[tuple[str, str, StepStatus, str]] = set()
     for record in latest:
+        # The same call with the same outcome (a small model repeats steps, a replan repeats a
+        # denied one) tells the customer nothing new: say it once.
+        key = (
+            record.tool_name or record.step.tool_name,
+            json.dumps(record.step.tool_args, sort_keys=True, default=str),
+            record.status,
+            json.dumps(record.outcome.value if record.outcome else None, default=str),
+        )
+        if key in told:
+            continue
+        told.add(key)
         _tell(story, record)
     return " ".join(story.sentences)
 
