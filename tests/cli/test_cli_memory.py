@@ -56,13 +56,35 @@ def test_forget_deletes_the_user_and_audits_it(data_dir, capsys):
     assert main(["memory", "forget", "--user", "u1", "--yes", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["user_id"] == "u1"
-    assert out["deleted"] == {"memory_facts": 1, "runs": 1, "session_turns": 2}
+    assert out["deleted"] == {
+        "memory_facts": 1,
+        "runs": 1,
+        "session_turns": 2,
+        "dbos_workflows": 0,  # none of u1's runs was durable
+    }
     assert asyncio.run(_facts(data_dir, "u1")) == 0
     assert asyncio.run(_facts(data_dir, "u2")) == 1
     assert main(["memory", "forget", "--user", "u1", "--yes"]) == 0
     assert "Nothing was stored about u1" in capsys.readouterr().out
     # The erasure is in the audit log, which still verifies.
     assert main(["audit", "verify"]) == 0
+
+
+def test_forget_deletes_the_users_durable_checkpoints_too(data_dir, capsys):
+    from datetime import timedelta
+
+    from bastion.durable import DurableAdmin
+    from bastion.settings import Settings
+
+    admin = DurableAdmin(settings=Settings(data_dir=data_dir))
+    deadline = FakeClock().now() + timedelta(minutes=5)  # nobody runs them: any deadline
+    mine = AgentRequest(user_id="u1", session_id="s", message="my address is 1 Main St")
+    theirs = AgentRequest(user_id="u2", session_id="s", message="hello")
+    for request in (mine, theirs):
+        asyncio.run(admin.enqueue(request, deadline_at=deadline))
+    assert main(["memory", "forget", "--user", "u1", "--yes", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"]["dbos_workflows"] == 1
+    assert [w.run_id for w in asyncio.run(admin.runs())] == [theirs.run_id]
 
 
 def test_forget_asks_first_and_refuses_an_empty_user(data_dir, capsys, monkeypatch):

@@ -52,6 +52,10 @@ def _memory(settings: Settings) -> SqlMemory:
     )
 
 
+#: Enough for every run one user ever had (the store lists newest first, this many at most).
+_ALL_RUNS = 1_000_000
+
+
 @memory_app.command("forget")
 def forget(
     user: Annotated[str, typer.Option("--user", help="The user (principal id) to forget.")],
@@ -70,7 +74,15 @@ def forget(
     async def go() -> ForgetReport:
         memory = _memory(settings)
         async with memory:
+            runs = await memory.list_runs(user_id=user, limit=_ALL_RUNS)
             report = await memory.forget_user(user)
+        if settings.durable.enabled:
+            # The durable runs' checkpoints hold the user's requests and results too.
+            from bastion.durable import DurableAdmin
+
+            report.deleted["dbos_workflows"] = await DurableAdmin(settings=settings).forget(
+                [r.run_id for r in runs], user_id=user
+            )
         async with open_gate(settings) as wiring:
             await wiring.audit.append(
                 AuditEntry(

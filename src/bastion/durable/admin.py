@@ -8,7 +8,7 @@ CLI's ``runs``, ``run --detach`` and ``worker`` plumbing, and later the HTTP API
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -173,6 +173,39 @@ class DurableAdmin:
                 client.resume_workflow(run_id)
 
         await asyncio.to_thread(go)
+
+    async def forget(self, run_ids: Sequence[str], *, user_id: str) -> int:
+        """Delete the checkpoints of `run_ids` and of every queued run of `user_id`.
+
+        A run's checkpoints hold its request and each step's output: a user who is forgotten
+        (``bastion memory forget``) must be gone from them too. Returns how many runs' records
+        were deleted (with their steps, messages and events).
+        """
+
+        def go() -> int:
+            with self._client(migrate=True) as client:
+                status = client._sys_db.tables.workflow_status
+                wanted = set(run_ids)
+                with client._sys_db.engine.begin() as connection:
+                    queued = connection.execute(
+                        sa.select(status.c.workflow_uuid).where(
+                            status.c.queue_partition_key == user_id
+                        )
+                    )
+                    wanted.update(row[0] for row in queued)
+                    found = [
+                        row[0]
+                        for row in connection.execute(
+                            sa.select(status.c.workflow_uuid).where(
+                                status.c.workflow_uuid.in_(sorted(wanted))
+                            )
+                        )
+                    ]
+                if found:
+                    client.delete_workflows(found, delete_children=True)
+                return len(found)
+
+        return await asyncio.to_thread(go)
 
     async def steps(self, run_id: str) -> list[dict[str, Any]]:
         """The run's checkpointed steps: id, name, start and completion (epoch ms)."""
