@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +14,8 @@ MODEL = f"scripted:{SCRIPT_PATH}"
 
 
 @pytest.fixture(autouse=True)
-def data(monkeypatch, tmp_path) -> Iterator[Path]:
-    data = tmp_path / "data"
-    monkeypatch.setenv("BASTION_DATA_DIR", str(data))
-    monkeypatch.setenv("BASTION_DURABLE__ENABLED", "false")
-    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "BASTION_MODEL__NAME", "BASTION_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    logger = logging.getLogger("bastion")
-    handlers, level = list(logger.handlers), logger.level
-    yield data
-    for handler in logger.handlers:
-        if handler not in handlers:
-            handler.close()
-    logger.handlers, logger.level = handlers, level
+def data(cli_data: Path) -> Path:
+    return cli_data
 
 
 def test_usage_reports_the_runs_model_calls(capsys):
