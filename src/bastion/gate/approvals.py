@@ -243,21 +243,15 @@ class ApprovalStore:
                     approval_id=approval_id,
                 )
             now = self._clock.now()
-            async with begin_write(self._engine) as conn:
-                changed = (
-                    await conn.execute(
-                        sa.update(_t)
-                        .where(_t.c.approval_id == approval_id)
-                        .where(_t.c.status == ApprovalStatus.PENDING.value)
-                        .where(_t.c.expires_at > now)
-                        .values(
-                            status=status.value,
-                            decided_by=approver.id,
-                            decided_at=now,
-                            decision_note=note,
-                        )
-                    )
-                ).rowcount
+            changed = await self._move(
+                approval_id,
+                ApprovalStatus.PENDING,
+                [_t.c.expires_at > now],
+                status=status.value,
+                decided_by=approver.id,
+                decided_at=now,
+                decision_note=note,
+            )
             if not changed:
                 raise await self._why_not(approval_id, ApprovalStatus.PENDING)
         except ApprovalError as exc:
@@ -272,6 +266,28 @@ class ApprovalStore:
             reason=f"{status.value} by {approver.id}" + (f": {note}" if note else ""),
         )
         return decided
+
+    async def _move(
+        self,
+        approval_id: str,
+        from_status: ApprovalStatus,
+        conditions: list[sa.ColumnElement[bool]],
+        **values: object,
+    ) -> bool:
+        """Change the approval's row if it is in `from_status` and meets `conditions`.
+
+        One conditional update: of several processes moving the same approval at once, exactly
+        one succeeds (True); the others find the row changed (False).
+        """
+        async with begin_write(self._engine) as conn:
+            result = await conn.execute(
+                sa.update(_t)
+                .where(_t.c.approval_id == approval_id)
+                .where(_t.c.status == from_status.value)
+                .where(*conditions)
+                .values(**values)
+            )
+        return bool(result.rowcount)
 
     # -- using ---------------------------------------------------------------------------------
 
@@ -295,18 +311,13 @@ class ApprovalStore:
                     approval_id=approval_id,
                 )
             now = self._clock.now()
-            async with begin_write(self._engine) as conn:
-                changed = (
-                    await conn.execute(
-                        sa.update(_t)
-                        .where(_t.c.approval_id == approval_id)
-                        .where(_t.c.status == ApprovalStatus.APPROVED.value)
-                        .where(_t.c.tool_name == tool_name)
-                        .where(_t.c.args_hash == digest)
-                        .where(_t.c.expires_at > now)
-                        .values(status=ApprovalStatus.USED.value, used_at=now)
-                    )
-                ).rowcount
+            changed = await self._move(
+                approval_id,
+                ApprovalStatus.APPROVED,
+                [_t.c.tool_name == tool_name, _t.c.args_hash == digest, _t.c.expires_at > now],
+                status=ApprovalStatus.USED.value,
+                used_at=now,
+            )
             if not changed:
                 raise await self._why_not(approval_id, ApprovalStatus.APPROVED, digest=digest)
         except ApprovalError as exc:
@@ -345,16 +356,13 @@ class ApprovalStore:
 
     async def _expire(self, approval_id: str, now: datetime) -> Approval | None:
         """Expire one pending approval past its time; None if it was not (or another did it)."""
-        async with begin_write(self._engine) as conn:
-            changed = (
-                await conn.execute(
-                    sa.update(_t)
-                    .where(_t.c.approval_id == approval_id)
-                    .where(_t.c.status == ApprovalStatus.PENDING.value)
-                    .where(_t.c.expires_at <= now)
-                    .values(status=ApprovalStatus.EXPIRED.value, decided_at=now)
-                )
-            ).rowcount
+        changed = await self._move(
+            approval_id,
+            ApprovalStatus.PENDING,
+            [_t.c.expires_at <= now],
+            status=ApprovalStatus.EXPIRED.value,
+            decided_at=now,
+        )
         if not changed:
             return None
         expired = await self.get(approval_id)
