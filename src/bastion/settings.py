@@ -217,6 +217,9 @@ class ModelPrice(BaseModel):
 
     input_per_mtok: Decimal = Field(ge=0)
     output_per_mtok: Decimal = Field(ge=0)
+    #: Input tokens the provider served from its prompt cache; None: the model has no discount
+    #: (they cost `input_per_mtok`).
+    cached_input_per_mtok: Decimal | None = Field(default=None, ge=0)
 
 
 class UserBudget(BaseModel):

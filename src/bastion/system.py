@@ -370,7 +370,8 @@ class AgentSystem:
             self.components.sandbox,
             self.components.model,
             self.components.router,
-            self.components.cost,  # the ledger's SQLite writer thread
+            self.components.cost,  # the ledger's share of the database's writer
+            self.components.gate,  # the audit log's
         )
         for owner in (*owners, limits.limiter) if limits is not None else owners:
             # Warm sandbox workers, HTTP clients, Redis: closed when the component has them.

@@ -193,3 +193,48 @@ async def test_cheaper_actual_usage_leaves_room_for_more_calls() -> None:
     for _ in range(3):
         await metered.complete(CHAT)
     assert cost.spent("r1") == Decimal("0.000042")
+
+
+class CountingModel(FakeModel):
+    """A model with its own tokenizer: counts every request as `count` input tokens."""
+
+    def __init__(self, *, count: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.count = count
+
+    async def count_input_tokens(self, request: ChatRequest) -> int:
+        return self.count
+
+
+async def test_a_model_that_counts_its_tokens_sizes_the_hold_by_its_count() -> None:
+    cost = await admitted()
+    model = CountingModel(count=500, block=True)
+    metered = MeteredChatModel(wrapped=model, cost=cost, run_id="r1")
+    task = asyncio.create_task(metered.complete(CHAT))
+    await model.started.wait()
+    snapshot = cost.snapshot("r1")
+    assert snapshot is not None
+    # 500 counted + 8 + 8 of margin input tokens at $1/Mtok, 100 output at $2/Mtok (the byte
+    # rule would have held 14 input tokens: WORST).
+    assert snapshot.reserved_usd == Decimal("0.000716") != WORST
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_the_model_is_asked_with_the_request_and_answers_the_original() -> None:
+    cost = await admitted()
+    model = CountingModel(count=1000)
+    seen: list[ChatRequest] = []
+    original = model.complete
+
+    async def complete(request: ChatRequest) -> ChatResponse:
+        seen.append(request)
+        return await original(request)
+
+    model.complete = complete  # type: ignore[method-assign]
+    metered = MeteredChatModel(wrapped=model, cost=cost, run_id="r1")
+    await metered.complete(CHAT)
+
+    assert seen == [CHAT]
+    assert type(seen[0]) is ChatRequest

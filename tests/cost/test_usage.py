@@ -6,10 +6,17 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
 from tests.cost.ledger_support import NOON, WORST, CountingModel, controller, one_run
 
+from bastion.cost.metered import MeteredChatModel
 from bastion.cost.usage import usage_report
+from bastion.messages import AgentRequest, Principal
+from bastion.models.interface import ChatMessage, ChatRequest, Usage
+from bastion.models.openai_compat import OpenAIChatModel
+from bastion.storage.tables import cost_reservations
 from bastion.testing.clock import FakeClock
+from bastion.testing.fake_openai import FakeOpenAIServer
 
 
 async def test_report_groups_spend_tokens_calls_and_denials(db_engine):
@@ -52,3 +59,32 @@ async def test_report_refuses_unknown_groupings_and_naive_dates(db_engine):
     with pytest.raises(ValueError, match="aware"):
         await usage_report(db_engine, since=NOON.replace(tzinfo=None))
     assert Decimal(0) == sum((line.cost_usd for line in await usage_report(db_engine)), Decimal(0))
+
+
+async def test_cached_input_the_provider_reports_is_settled_cheaper_and_reported(db_engine):
+    cost = controller(db_engine, FakeClock(wall_start=NOON))  # gpt-4o from the shipped table
+    request = AgentRequest(
+        user_id="ann", session_id="s", message="hi", run_id="r1", max_budget_usd=Decimal(1)
+    )
+    await cost.admit(request, Principal(id="ann"))
+    chat = ChatRequest(messages=(ChatMessage(role="user", content="hi"),), max_tokens=100)
+    with FakeOpenAIServer() as server:
+        server.ok("hi", usage=Usage(input_tokens=1000, cached_input_tokens=400, output_tokens=100))
+        async with OpenAIChatModel(
+            model="gpt-4o", base_url=server.base_url, api_key="sk-test", clock=FakeClock()
+        ) as gpt:
+            metered = MeteredChatModel(wrapped=gpt, cost=cost, run_id="r1")
+            await metered.complete(chat)
+    # 600 * 2.50 / 1e6 + 400 * 1.25 / 1e6 + 100 * 10.00 / 1e6 (0.0035 with nothing cached)
+    assert metered.cost_usd == Decimal("0.003")
+    assert await cost.finish("r1") == Decimal("0.003")
+    async with db_engine.connect() as connection:
+        row = (await connection.execute(sa.select(cost_reservations))).one()
+    assert (row.input_tokens, row.cached_input_tokens, row.output_tokens) == (1000, 400, 100)
+    [line] = await usage_report(db_engine)
+    assert (line.key, line.input_tokens, line.cached_input_tokens, line.cost_usd) == (
+        "openai:gpt-4o",
+        1000,
+        400,
+        Decimal("0.003"),
+    )

@@ -11,31 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import sqlalchemy as sa
+from sqlalchemy import event
 
-import bastion.gate.audit as audit_module
 from bastion.gate.audit import SqlAuditLog
 from bastion.gate.interface import AuditEntry
-from bastion.storage.engine import begin_write, create_engine
+from bastion.storage.engine import create_engine
 
 
 async def main(url: str, key: bytes, count: int, tag: str, hang_at: int | None) -> None:
     engine = create_engine(url)
     current = {"n": -1}
 
-    @asynccontextmanager
-    async def begin_write_then_maybe_hang(target: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-        async with begin_write(target) as conn:
-            yield conn
-            if current["n"] == hang_at:
-                print("inserted", flush=True)
-                await asyncio.to_thread(sys.stdin.readline)
+    def hang_after_insert(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        # Runs where the append's transaction runs (SQLite: the writer thread; PostgreSQL: the
+        # event loop): blocking here keeps the row inserted and the transaction open.
+        if statement.startswith("INSERT INTO audit_entries") and current["n"] == hang_at:
+            print("inserted", flush=True)
+            sys.stdin.readline()
 
-    audit_module.begin_write = begin_write_then_maybe_hang  # type: ignore[attr-defined,assignment]
+    event.listen(sa.Engine, "after_cursor_execute", hang_after_insert)
     log = SqlAuditLog(engine=engine, key=key)
     try:
         for n in range(count):
@@ -51,6 +49,7 @@ async def main(url: str, key: bytes, count: int, tag: str, hang_at: int | None) 
             )
             print(f"appended {n}", flush=True)
     finally:
+        await log.aclose()
         await engine.dispose()
 
 

@@ -26,6 +26,7 @@ from bastion.gate.audit import (
     AuditFilter,
     InMemoryAuditLog,
     SqlAuditLog,
+    appended_together,
     canonical_body,
     seal,
     verify,
@@ -184,6 +185,67 @@ async def test_a_failed_append_leaves_no_partial_entry(engine, monkeypatch) -> N
     assert [r.seq for r in stored] == [0, 1, 2]
     assert stored[2].entry().reason == "reason 3"
     assert verify(stored, key=KEY).ok
+
+
+async def test_entries_appended_together_are_stored_as_the_block_ends_in_one_transaction(
+    engine,
+) -> None:
+    log = await filled(engine, 2)
+    commits: list[object] = []
+
+    def count(conn: object) -> None:
+        commits.append(conn)
+
+    sa.event.listen(sa.Engine, "commit", count)
+    try:
+        async with appended_together():
+            for n in range(2, 7):
+                await log.append(entry(n))
+            assert len(await log.read_chain()) == 2  # held back so far
+    finally:
+        sa.event.remove(sa.Engine, "commit", count)
+    stored = await log.read_chain()
+    assert [r.entry().reason for r in stored] == [f"reason {n}" for n in range(7)]
+    assert verify(stored, key=KEY).ok
+    assert len(commits) == 1
+
+
+async def test_entries_appended_together_are_stored_when_the_block_raises(engine) -> None:
+    log = make_log(engine)
+
+    async def refuse_after_one() -> None:
+        async with appended_together():
+            await log.append(entry(0))
+            raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        await refuse_after_one()
+    assert [r.entry().reason for r in await log.read_chain()] == ["reason 0"]
+
+
+async def test_entries_appended_together_that_cannot_be_stored_raise_at_the_end(
+    engine, monkeypatch
+) -> None:
+    log = make_log(engine)
+
+    def broken_columns(row):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("bastion.gate.audit._columns", broken_columns)
+    reached_the_end = False
+
+    async def append_two() -> None:
+        nonlocal reached_the_end
+        async with appended_together():
+            await log.append(entry(0))
+            await log.append(entry(1))
+            reached_the_end = True
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        await append_two()
+    assert reached_the_end
+    monkeypatch.undo()
+    assert await log.read_chain() == []  # all or none
 
 
 async def test_a_naive_time_is_refused_and_nothing_is_stored(engine) -> None:

@@ -487,3 +487,76 @@ def test_an_environment_choice_of_openmp_policy_is_kept(monkeypatch: pytest.Monk
         local._import_engine(1)
 
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+class CountingFake(FakeInference):
+    """A fake engine that also counts prompt tokens (or raises `count_error`)."""
+
+    def __init__(self, *answers: Any, count: int = 57, count_error: Exception | None = None):
+        super().__init__(*answers)
+        self.count = count
+        self.count_error = count_error
+        self.counted: list[tuple[Mapping[str, Any], int]] = []
+
+    def count_prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        self.counted.append((body, threading.get_native_id()))
+        if self.count_error is not None:
+            raise self.count_error
+        return self.count
+
+
+async def test_the_model_counts_a_request_with_the_body_it_would_send(
+    engines: SharedEngines,
+) -> None:
+    fake = CountingFake(completion())
+    model = make_model(engines, fake)
+
+    counted = await model.count_input_tokens(request(json_schema=SCHEMA, max_tokens=300))
+
+    assert counted == 57
+    body, _ = fake.counted[-1]
+    assert body["messages"] == [
+        {"role": "system", "content": "plan"},
+        {"role": "user", "content": "hi"},
+    ]
+    assert body["response_format"]["json_schema"]["schema"] == SCHEMA
+    assert len(fake.bodies) == 1  # the warm-up only: counting generates nothing
+
+
+async def test_a_count_is_not_queued_behind_a_generation(engines: SharedEngines) -> None:
+    fake = CountingFake(completion())
+    model = make_model(engines, fake, queue_bound=1)
+    fake.hold()
+    fake.started.clear()
+    busy = asyncio.create_task(model.complete(request()))
+    assert await asyncio.to_thread(fake.started.wait, 5)
+
+    counted = await asyncio.wait_for(model.count_input_tokens(request()), 5)
+
+    assert counted == 57
+    assert not busy.done()
+    fake.release.set()
+    await busy
+
+
+async def test_an_engine_that_cannot_count_says_none(engines: SharedEngines) -> None:
+    model = make_model(engines, FakeInference(completion()))
+
+    assert await model.count_input_tokens(request()) is None
+
+
+async def test_a_failed_count_is_raised_for_the_caller_to_estimate(
+    engines: SharedEngines,
+) -> None:
+    model = make_model(engines, CountingFake(completion(), count_error=OSError("refused")))
+
+    with pytest.raises(OSError, match="refused"):
+        await model.count_input_tokens(request())
+
+
+async def test_a_closed_worker_does_not_count(engines: SharedEngines) -> None:
+    model = make_model(engines, CountingFake(completion()))
+    engines.close_all()
+
+    with pytest.raises(local.WorkerClosed):
+        await model.count_input_tokens(request())

@@ -120,12 +120,29 @@ async def test_missing_usage_counts_zero_tokens(
     assert response.usage == Usage(input_tokens=0, output_tokens=0)
 
 
+async def test_cached_prompt_tokens_are_read_from_the_usage_details(
+    fake_openai: FakeOpenAIServer, gpt: OpenAIChatModel
+) -> None:
+    fake_openai.ok("hi", usage=Usage(input_tokens=12, output_tokens=3, cached_input_tokens=8))
+    fake_openai.ok("hi", usage=Usage(input_tokens=12, output_tokens=3))  # no details at all
+
+    cached = await gpt.complete(REQUEST)
+    uncached = await gpt.complete(REQUEST)
+
+    assert cached.usage == Usage(input_tokens=12, output_tokens=3, cached_input_tokens=8)
+    assert uncached.usage == Usage(input_tokens=12, output_tokens=3, cached_input_tokens=0)
+
+
 async def test_odd_but_usable_fields_are_read_leniently(
     fake_openai: FakeOpenAIServer, gpt: OpenAIChatModel
 ) -> None:
     body = {
         "choices": [{"message": {"role": "assistant", "content": "hi"}, "finish_reason": None}],
-        "usage": {"prompt_tokens": "many", "completion_tokens": 4},
+        "usage": {
+            "prompt_tokens": "many",
+            "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": None},
+        },
     }
     fake_openai.malformed(json.dumps(body).encode())
 

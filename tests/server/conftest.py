@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import importlib
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -83,6 +85,9 @@ class Served:
 class ThreadedServer:
     """uvicorn in a thread of this process, on a free port."""
 
+    #: The servers up now (for `pytest_runtest_makereport`'s diagnostics).
+    live: ClassVar[set[ThreadedServer]] = set()
+
     def __init__(self, app: Any) -> None:
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
@@ -99,11 +104,45 @@ class ThreadedServer:
         else:
             raise RuntimeError("uvicorn did not start within 30 s")
         port = self.server.servers[0].sockets[0].getsockname()[1]
+        ThreadedServer.live.add(self)
         return f"http://127.0.0.1:{port}"
 
     def __exit__(self, *exc: object) -> None:
+        ThreadedServer.live.discard(self)
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+    def describe(self) -> str:
+        """Every task on the server's loop, with where it waits (read from another thread)."""
+        loop = self.server.servers[0].get_loop()
+        lines = []
+        for task in list(asyncio.all_tasks(loop)):
+            lines.append(f"--- {task.get_name()}")
+            awaited: Any = task.get_coro()
+            while awaited is not None:  # the chain of awaits, outermost first
+                frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+                if frame is not None:
+                    lines.append(
+                        f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}"
+                    )
+                awaited = getattr(awaited, "cr_await", None) or getattr(
+                    awaited, "gi_yieldfrom", None
+                )
+        return "\n".join(lines)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a client timeout, attach where the server and every thread were waiting."""
+    report = yield
+    if call.excinfo is not None and call.excinfo.errisinstance(httpx.TimeoutException):
+        for server in list(ThreadedServer.live):
+            report.sections.append(("server tasks at the timeout", server.describe()))
+        with tempfile.TemporaryFile("w+") as out:
+            faulthandler.dump_traceback(out, all_threads=True)
+            out.seek(0)
+            report.sections.append(("threads at the timeout", out.read()))
+    return report
 
 
 @pytest.fixture(scope="module")

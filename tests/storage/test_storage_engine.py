@@ -1,3 +1,4 @@
+import asyncio
 import sqlite3
 from types import SimpleNamespace
 from typing import Any
@@ -142,6 +143,45 @@ async def test_begin_write_takes_the_sqlite_write_lock_at_once(tmp_path):
             other.execute("ROLLBACK")
     finally:
         other.close()
+        await engine.dispose()
+
+
+async def test_a_write_cancelled_while_it_begins_gives_its_lock_back(tmp_path):
+    # The writer's BEGIN IMMEDIATE waits on the driver's thread for a lock held elsewhere; its
+    # caller is cancelled meanwhile. The connection must not be left holding SQLite's write lock
+    # (SQLAlchemy invalidates a connection whose statement was cancelled), or every later write
+    # would wait out the busy timeout.
+    path = tmp_path / "c.db"
+    engine = create_engine(f"sqlite:///{path}")
+    holder = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+
+        async def write() -> None:
+            async with begin_write(engine):
+                pass
+
+        task = asyncio.create_task(write())
+        for _ in range(100):  # until the task waits in its BEGIN (its connection is checked out)
+            if engine.sync_engine.pool.checkedout():  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.01)  # noqa: TID251 - a real thread, not logic
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        holder.execute("ROLLBACK")
+
+        def take_the_lock() -> None:
+            late = sqlite3.connect(path, timeout=10, isolation_level=None)
+            try:
+                late.execute("BEGIN IMMEDIATE")
+                late.execute("ROLLBACK")
+            finally:
+                late.close()
+
+        await asyncio.to_thread(take_the_lock)
+    finally:
+        holder.close()
         await engine.dispose()
 
 

@@ -149,3 +149,37 @@ async def test_migrate_waits_for_the_postgres_advisory_lock(database_url):
     finally:
         await holder.dispose()
         await migrator.dispose()
+
+
+async def test_v7_adds_cached_input_tokens_to_the_ledger_and_keeps_its_rows(db_engine):
+    ledger = metadata.tables["cost_reservations"]
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    assert await migrate(db_engine, migrations=MIGRATIONS[:6]) == 6
+    async with db_engine.begin() as connection:
+        # A row written before v7 (the insert names no cached_input_tokens).
+        await connection.execute(
+            sa.insert(ledger).values(
+                id="r:0",
+                run_id="r",
+                user_id="u",
+                session_id="s",
+                app="a",
+                model="m",
+                status="settled",
+                amount_usd=0,
+                cost_usd=0,
+                input_tokens=10,
+                output_tokens=5,
+                counters=[],
+                created_at=at,
+                expires_at=at,
+            )
+        )
+    assert await migrate(db_engine) == LATEST_VERSION
+    async with db_engine.connect() as connection:
+        row = (await connection.execute(sa.select(ledger))).one()
+        columns = await connection.run_sync(
+            lambda c: [col["name"] for col in sa.inspect(c).get_columns("cost_reservations")]
+        )
+    assert (row.input_tokens, row.cached_input_tokens) == (10, 0)
+    assert columns == [c.name for c in ledger.c]  # as a fresh database has them, in order

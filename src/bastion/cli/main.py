@@ -12,6 +12,7 @@ import logging
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -37,7 +38,7 @@ from bastion.cli.status import status
 from bastion.cli.usage import usage
 from bastion.errors import BastionError, ConfigError
 from bastion.gate.wiring import redactor_for
-from bastion.messages import AgentRequest, AgentResponse
+from bastion.messages import AgentRequest, AgentResponse, RunEvent
 from bastion.settings import Settings
 
 app = typer.Typer(
@@ -94,21 +95,38 @@ def _parse_budget(budget: str) -> Decimal:
     return value
 
 
+def _fan_out(*sinks: Callable[[RunEvent], None] | None) -> Callable[[RunEvent], None] | None:
+    """One event sink that hands each event to every sink given (None: no sink at all)."""
+    present = [sink for sink in sinks if sink is not None]
+    if len(present) < 2:
+        return present[0] if present else None
+
+    def each(event: RunEvent) -> None:
+        for sink in present:
+            sink(event)
+
+    return each
+
+
 async def _run_requests(
-    settings: Settings, app_spec: str, requests: list[AgentRequest], *, as_json: bool
+    settings: Settings,
+    app_spec: str,
+    requests: list[AgentRequest],
+    *,
+    as_json: bool,
+    also: Callable[[RunEvent], None] | None = None,
 ) -> list[AgentResponse]:
     console = Console(stderr=False, highlight=False)
     system = build_app(app_spec, settings)
     responses = []
+    on_event = _fan_out(None if as_json else LiveRenderer(console), also)
     async with system:
         for request in requests:
             if not as_json:
                 console.print(
                     f"\n[bold]{escape(request.user_id)}[/] asks: {escape(request.message)}"
                 )
-            response = await system.run(
-                request, on_event=None if as_json else LiveRenderer(console)
-            )
+            response = await system.run(request, on_event=on_event)
             responses.append(response)
             if as_json:
                 typer.echo(dumps(response_json(response)))
@@ -189,12 +207,23 @@ def demo(
     as_json: JsonOpt = False,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
+    cascade: Annotated[
+        bool,
+        typer.Option(
+            "--cascade",
+            help="Plan with a cascade (a cheap tier, then the demo's model) and report its"
+            " saving against always-strong, at the list prices of the hosted models the tiers"
+            " stand for.",
+        ),
+    ] = False,
 ) -> None:
     """Run the customer-support demo: several requests end to end, shown as they happen.
 
     The demo uses a fresh shop database each time (in a temporary directory unless --data-dir is
     given), so its refunds and tickets start from the same seed data on every run.
     """
+    from bastion.cost.pricing import PriceTable
+    from bastion.demo.support import cascade as demo_cascade
     from bastion.demo.support.app import choose_model
     from bastion.demo.support.requests import DEMO_REQUESTS
 
@@ -208,16 +237,36 @@ def demo(
             update={"data_dir": data_dir or Path(tmp), "local": local, "gate": gate}
         )
         configure_logging(settings.data_dir)
-        choice = choose_model(settings)
-        typer.echo(f"Planning with {choice.name}: {choice.why}.", err=as_json)
+        tiers = demo_cascade.choose_cascade(settings) if cascade else ()
+        if tiers:
+            settings = demo_cascade.with_cascade(settings, tiers)
+            line = demo_cascade.describe_tiers(tiers)
+            typer.echo(f"Planning with a cascade: {line}.", err=as_json)
+        else:
+            choice = choose_model(settings)
+            typer.echo(f"Planning with {choice.name}: {choice.why}.", err=as_json)
         requests = [
             AgentRequest(user_id=r.user_id, session_id=r.session_id, message=r.message)
             for r in DEMO_REQUESTS
         ]
-        responses = asyncio.run(_run_requests(settings, DEFAULT_APP, requests, as_json=as_json))
+        tally = demo_cascade.CascadeTally()
+        responses = asyncio.run(
+            _run_requests(settings, DEFAULT_APP, requests, as_json=as_json, also=tally)
+        )
     if not as_json:
         done = sum(r.ok for r in responses)
         typer.echo(f"\n{done} of {len(responses)} demo runs completed.")
+    if tiers:
+        report = demo_cascade.cascade_report(
+            tally,
+            tiers,
+            PriceTable(settings.cost),
+            requests={r.run_id: r.message for r in requests},
+        )
+        if as_json:
+            typer.echo(dumps({"cascade_report": demo_cascade.report_json(report)}))
+        else:
+            typer.echo("\n" + "\n".join(demo_cascade.render_report(report)))
     # Some demo runs are refused on purpose (another customer's order): that is the demo working.
     raise typer.Exit(EXIT_OK)
 

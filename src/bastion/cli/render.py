@@ -88,6 +88,9 @@ class LiveRenderer:
                 out(f"  [yellow]↪ fallback {d.get('from_tool')} → {d.get('to_tool')}[/]")
             case EventKind.REPLAN:
                 out(f"  [yellow]⟲ replanning[/]: {escape(str(d.get('reason')))}")
+            case EventKind.ESCALATE:
+                to = escape(str(d.get("to_model")))
+                out(f"  [yellow]⇧ escalated to {to}[/]: {escape(str(d.get('reason')))}")
             case EventKind.APPROVAL if d.get("state") == "requested":
                 out(
                     f"  [yellow]⏸ awaiting approval {d.get('approval_id')}[/]: "

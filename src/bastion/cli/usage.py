@@ -77,19 +77,21 @@ def usage(
         typer.echo("no usage recorded" + ("" if user is None else f" for user {user!r}"))
         return
     header = (
-        f"{by:<32} {'calls':>7} {'denied':>7} {'input tok':>11} {'output tok':>11} {'cost USD':>14}"
+        f"{by:<32} {'calls':>7} {'denied':>7} {'input tok':>11} {'cached tok':>11} "
+        f"{'output tok':>11} {'cost USD':>14}"
     )
     typer.echo(header)
     for line in lines:
         typer.echo(
             f"{line.key[:32]:<32} {line.calls:>7} {line.denials:>7} {line.input_tokens:>11} "
-            f"{line.output_tokens:>11} {usd(line.cost_usd):>14}"
+            f"{line.cached_input_tokens:>11} {line.output_tokens:>11} {usd(line.cost_usd):>14}"
         )
     total = sum((ln.cost_usd for ln in lines), Decimal(0))
     typer.echo(
         f"{'total':<32} {sum(ln.calls for ln in lines):>7} "
         f"{sum(ln.denials for ln in lines):>7} "
         f"{sum(ln.input_tokens for ln in lines):>11} "
+        f"{sum(ln.cached_input_tokens for ln in lines):>11} "
         f"{sum(ln.output_tokens for ln in lines):>11} {usd(total):>14}"
     )
 
@@ -100,6 +102,7 @@ def _as_json(line: UsageLine) -> dict[str, object]:
         "calls": line.calls,
         "denials": line.denials,
         "input_tokens": line.input_tokens,
+        "cached_input_tokens": line.cached_input_tokens,
         "output_tokens": line.output_tokens,
         "cost_usd": usd(line.cost_usd),
     }

@@ -73,6 +73,11 @@ class Cascade(ChatModel):
     def name(self) -> str:
         return self.models[0].name
 
+    @property
+    def wrapped(self) -> ChatModel:
+        """The model that answers: the first rung."""
+        return self.models[0]
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.models[0].complete(request)
 
@@ -105,6 +110,11 @@ class CascadeRun(ChatModel):
     @property
     def name(self) -> str:
         return self.cascade.models[self.index].name
+
+    @property
+    def wrapped(self) -> ChatModel:
+        """The model that answers now: the current rung (its tokenizer counts the next call)."""
+        return self.cascade.models[self.index]
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         return await self.cascade.models[self.index].complete(request)

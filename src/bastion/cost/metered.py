@@ -1,7 +1,9 @@
 """`MeteredChatModel`: a `ChatModel` wrapper that pays for every call through the Cost Controller.
 
 Metering is cross-cutting, so it is a wrapper around whatever model the run uses, not a flag on
-each model: reserve the call's worst case, make the call, settle at the provider's usage. If the
+each model: reserve the call's worst case, make the call, settle at the provider's usage. The worst
+case's input is the wrapped model's own count of the request's tokens when it has a tokenizer at
+hand (`bastion.cost.tokens.with_token_count`), else an estimate from its size. If the
 call does not produce a response, for any reason (a provider error, a timeout, the task being
 cancelled), the hold is released before the exception goes on, so a failed call costs nothing and
 holds nothing. The release is shielded from a second cancellation; if it fails all the same (the
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from decimal import Decimal
 
 from bastion.cost.interface import CostController, Reservation
+from bastion.cost.tokens import with_token_count
 from bastion.models.interface import ChatModel, ChatRequest, ChatResponse
 
 logger = logging.getLogger(__name__)
@@ -57,13 +60,14 @@ class MeteredChatModel(ChatModel):
         return self.wrapped.name
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Reserve, call `wrapped`, settle; release the hold if no response comes back.
+        """Count (where it can), reserve, call `wrapped`, settle; release the hold on no response.
 
         Raises:
             BudgetExceeded: the budget cannot afford the call (the model is not called).
             ModelError: whatever `wrapped` raised, after the hold is released.
         """
-        reservation = await self._cost.reserve(self.run_id, self.wrapped.name, request)
+        counted = await with_token_count(self.wrapped, request)
+        reservation = await self._cost.reserve(self.run_id, self.wrapped.name, counted)
         try:
             response = await self.wrapped.complete(request)
         except BaseException:

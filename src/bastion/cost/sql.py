@@ -8,15 +8,20 @@ none:
 
 * SQLite: `bastion.storage.begin_write` begins with ``BEGIN IMMEDIATE``, the database's single
   write lock, so check and hold are one step for every process sharing the file;
-* PostgreSQL: ``SELECT ... FOR UPDATE`` on the counter rows (always in key order, so two
-  transactions never deadlock); a concurrent reservation waits for the lock, then reads the
-  committed totals.
+* PostgreSQL: one statement, run in autocommit (`bastion.cost.postgres`), locks
+  the counter rows (``SELECT ... FOR UPDATE``, always in key order, so two statements never
+  deadlock), checks, adds the hold and records the reservation, and commits: a concurrent
+  reservation waits for the lock, then reads the committed totals. The lock on a counter every
+  caller shares (a user's day) is held for one statement's execution on the server, not for a
+  transaction's round trips. Settling and releasing are one statement each in the same way.
 
-Amounts are computed in Python as `Decimal` and stored exactly (`bastion.storage.tables.Money`):
-no float, and no SQL arithmetic on SQLite's text-stored amounts. Each transaction is a plain
-function of a synchronous connection, run whole by `bastion.storage.writes.TransactionRunner`
-(on SQLite, one hand-off to a writer thread per transaction rather than several per statement:
-this keeps a reservation well under the 2 ms it may add to a model call).
+Amounts are exact `Decimal` (`bastion.storage.tables.Money`): no float, and no SQL arithmetic on
+SQLite's text-stored amounts (PostgreSQL's statements add its exact ``numeric``). Each SQLite
+transaction is a plain function of a synchronous connection, run whole by
+`bastion.storage.writes.TransactionRunner` (one hand-off to a writer thread per transaction rather
+than several per statement: this keeps a reservation well under the 2 ms it may add to a model
+call). The rarer paths (a durable replay, a late settlement, finishing a run, reconciling) are
+such transactions on PostgreSQL too.
 
 A hold is settled at the call's actual cost, or released when the call fails (the caller's
 ``finally``, `bastion.cost.metered`). A process that dies holding one cannot release it: every
@@ -33,6 +38,7 @@ are idempotent here (the in-process controller treats a second one as a bug).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.clock import Clock
 from bastion.cost.interface import CostController, Reservation
+from bastion.cost.postgres import close_pg, hold_pg
 from bastion.cost.pricing import PriceTable
 from bastion.cost.tokens import estimate_input_tokens
 from bastion.cost.transactions import (
@@ -54,6 +61,7 @@ from bastion.cost.transactions import (
     RELEASED,
     SETTLED,
     Settled,
+    create_counters,
     free_holds,
     hold_tx,
     read_counters,
@@ -110,6 +118,12 @@ class SqlCostController(CostController):
         self._started = False
         self._last_reconcile: datetime | None = None
         self._writes: TransactionRunner | None = None
+        #: PostgreSQL: the engine in autocommit, for the one-statement steps (None on SQLite).
+        self._autocommit: AsyncEngine | None = None
+        #: Those statements under way (`aclose` waits for them).
+        self._in_flight: set[asyncio.Future[Any]] = set()
+        if engine.dialect.name == "postgresql":
+            self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -122,7 +136,9 @@ class SqlCostController(CostController):
             await self.reconcile()
 
     async def aclose(self) -> None:
-        """Stop the ledger's writer (its SQLite connection and thread). Safe to call twice."""
+        """Wait for the writes under way and stop the ledger's writer. Safe to call twice."""
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight))
         if self._writes is not None:
             await self._writes.aclose()
             self._writes = None
@@ -132,6 +148,25 @@ class SqlCostController(CostController):
         await self.start()
         assert self._writes is not None
         return await self._writes.run(fn)
+
+    async def _once(self, fn: Callable[[sa.Connection], T]) -> T:
+        """PostgreSQL: run `fn` in autocommit, each statement its own transaction.
+
+        Shielded, as `TransactionRunner` is: a statement sent finishes, and the connection goes
+        back to the pool clean, whatever happens to the caller (whose cancellation propagates).
+        """
+        await self.start()
+        autocommit = self._autocommit
+        assert autocommit is not None
+
+        async def run() -> T:
+            async with autocommit.connect() as connection:
+                return await connection.run_sync(fn)
+
+        task = asyncio.ensure_future(run())
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(task)
 
     async def reconcile(self) -> int:
         """Free every hold past its expiry (its process died); return how many were freed."""
@@ -181,10 +216,15 @@ class SqlCostController(CostController):
         )
         budgets = self._budgets(request.run_id, run, now)
         t = cost_reservations
-        async with self._engine.connect() as connection:
+        async with (self._autocommit or self._engine).connect() as connection:
             totals = await connection.run_sync(read_counters, [b.key for b in budgets])
             found = await connection.execute(sa.select(t.c.id).where(t.c.run_id == request.run_id))
             run.recorded = {rid for (rid,) in found}
+            missing = [b.key for b in budgets if b.key not in totals]
+            if missing and self._autocommit is not None:
+                # PostgreSQL's one-statement hold cannot lock a counter it creates (the row is
+                # not in its snapshot): create the run's counters now, not at its first call.
+                await connection.run_sync(create_counters, missing, now)
         for budget in budgets:
             settled, _ = totals.get(budget.key, (_ZERO, _ZERO))
             # A zero limit still admits the run: free (local) models fit in it.
@@ -232,12 +272,7 @@ class SqlCostController(CostController):
         now = self._clock.now()
         budgets = self._budgets(run_id, run, now)
         row = self._row(rid, run_id, run, model, amount_usd, budgets, now)
-        replayed = rid in run.recorded
-
-        def take(connection: sa.Connection) -> Decimal | str:
-            return hold_tx(connection, row, budgets, now, replayed=replayed)
-
-        held = await self._write(take)
+        held = await self._hold(row, budgets, now, replayed=rid in run.recorded)
         if isinstance(held, str):
             raise BudgetExceeded(held)
         return Reservation(id=rid, run_id=run_id, model=model, amount_usd=held)
@@ -253,11 +288,20 @@ class SqlCostController(CostController):
         """
         actual = self._prices.cost(reservation.model, usage)
         now = self._clock.now()
+        rid = reservation.id
 
         def settle(connection: sa.Connection) -> Settled:
-            return settle_tx(connection, reservation.id, actual, usage, now)
+            return settle_tx(connection, rid, actual, usage, now)
 
-        done = await self._write(settle)
+        def close(connection: sa.Connection) -> Decimal | None:
+            return close_pg(connection, rid, SETTLED, actual, usage, now)
+
+        # PostgreSQL: one statement settles a held reservation; anything else (a replay, a hold
+        # released or expired meanwhile) takes the transaction.
+        if self._autocommit is not None and await self._once(close) is not None:
+            done = Settled(cost_usd=actual, was=HELD)
+        else:
+            done = await self._write(settle)
         if done.was == SETTLED:
             return done.cost_usd
         if done.was != HELD:
@@ -291,15 +335,7 @@ class SqlCostController(CostController):
         now = self._clock.now()
         budgets = self._budgets(run_id, run, now)
         row = self._row(f"{run_id}:{key}", run_id, run, item, amount_usd, budgets, now)
-        replayed = row["id"] in run.recorded
-
-        def pay(connection: sa.Connection) -> Decimal | str:
-            held = hold_tx(connection, row, budgets, now, replayed=replayed)
-            if isinstance(held, Decimal):
-                settle_tx(connection, row["id"], amount_usd, Usage(), now)  # no-op if settled
-            return held
-
-        held = await self._write(pay)
+        held = await self._hold(row, budgets, now, replayed=row["id"] in run.recorded, settle=True)
         run.recorded.add(row["id"])
         if isinstance(held, str):
             raise BudgetExceeded(held)
@@ -310,6 +346,12 @@ class SqlCostController(CostController):
         """Drop a hold whose call failed. Releasing one that is no longer held does nothing."""
         now = self._clock.now()
         t = cost_reservations
+        if self._autocommit is not None:
+            rid = reservation.id
+            await self._once(
+                lambda connection: close_pg(connection, rid, RELEASED, _ZERO, Usage(), now)
+            )
+            return
 
         def release(connection: sa.Connection) -> None:
             row = connection.execute(
@@ -358,6 +400,33 @@ class SqlCostController(CostController):
 
     # -- helpers ---------------------------------------------------------------------------------
 
+    async def _hold(
+        self,
+        row: dict[str, Any],
+        budgets: Sequence[Budget],
+        now: datetime,
+        *,
+        replayed: bool,
+        settle: bool = False,
+    ) -> Decimal | str:
+        """Hold `row`'s amount on `budgets` (with `settle`, charge it): the amount, or a denial.
+
+        One statement on PostgreSQL; a transaction on SQLite, and for a replayed id anywhere
+        (a durable recovery, rare: it must find its own row first).
+        """
+        if self._autocommit is not None and not replayed:
+            return await self._once(
+                lambda connection: hold_pg(connection, row, budgets, now, settle=settle)
+            )
+
+        def take(connection: sa.Connection) -> Decimal | str:
+            held = hold_tx(connection, row, budgets, now, replayed=replayed)
+            if settle and isinstance(held, Decimal):  # a charge; no-op if settled already
+                settle_tx(connection, row["id"], row["amount_usd"], Usage(), now)
+            return held
+
+        return await self._write(take)
+
     def _run(self, run_id: str) -> _Run:
         run = self._runs.get(run_id)
         if run is None:
@@ -388,6 +457,7 @@ class SqlCostController(CostController):
             "cost_usd": _ZERO,
             "input_tokens": 0,
             "output_tokens": 0,
+            "cached_input_tokens": 0,
             "counters": [b.key for b in budgets],
             "created_at": now,
             "expires_at": now + timedelta(seconds=self._settings.reservation_ttl_s),
@@ -420,6 +490,7 @@ class SqlCostController(CostController):
             "cost_usd": _ZERO,
             "input_tokens": 0,
             "output_tokens": 0,
+            "cached_input_tokens": 0,
             "counters": [],
             "reason": reason,
             "created_at": now,

@@ -6,6 +6,8 @@ PostgreSQL, through ``run_sync``). They only read and write the database (a tran
 refuses as locked is run again whole), and lock counter rows always in key order, so that two
 transactions never deadlock on PostgreSQL. The hot path's statements are built once, at import:
 building a SQLAlchemy statement (and its cache key) costs more CPU than SQLite spends running it.
+On PostgreSQL the hot path (a new hold, its settlement or release) is one statement instead
+(`bastion.cost.postgres`), under the same rules; the rest takes these transactions there too.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ Totals = dict[str, tuple[Decimal, Decimal]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Denial:
+class Denial:
     """The first budget a hold does not fit in, and where it stood."""
 
     budget: Budget
@@ -58,6 +60,7 @@ _SETTLE = (
         cost_usd=sa.bindparam("b_cost", type_=_R.c.cost_usd.type),
         input_tokens=sa.bindparam("b_input"),
         output_tokens=sa.bindparam("b_output"),
+        cached_input_tokens=sa.bindparam("b_cached"),
         closed_at=sa.bindparam("b_at", type_=_R.c.closed_at.type),
     )
     .returning(_R.c.amount_usd, _R.c.counters)
@@ -107,7 +110,7 @@ def hold_tx(
             return Decimal(found.amount_usd)
     amount: Decimal = row["amount_usd"]
     totals = _lock_counters(connection, [b.key for b in budgets], now)
-    denial = _first_denial(budgets, totals, amount)
+    denial = first_denial(budgets, totals, amount)
     if denial is None:
         for budget in budgets:
             settled, reserved = totals[budget.key]
@@ -115,7 +118,7 @@ def hold_tx(
         _write_counters(connection, totals, now)
         row = {**row, "status": HELD, "reason": None}
     else:
-        reason = _denial_message(row["run_id"], row["model"], amount, denial)
+        reason = denial_message(row["run_id"], row["model"], amount, denial)
         row = {**row, "status": DENIED, "reason": reason, "amount_usd": _ZERO, "closed_at": now}
     if found is None:
         # A plain insert: a row already there would be a second live run with this id.
@@ -143,6 +146,7 @@ def settle_tx(
             "b_cost": actual,
             "b_input": usage.input_tokens,
             "b_output": usage.output_tokens,
+            "b_cached": usage.cached_input_tokens,
             "b_at": now,
         },
     ).first()
@@ -166,6 +170,7 @@ def settle_tx(
                 cost_usd=actual,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
+                cached_input_tokens=usage.cached_input_tokens,
                 closed_at=now,
             )
         )
@@ -198,23 +203,28 @@ def _lock_counters(connection: sa.Connection, keys: Sequence[str], now: datetime
     if missing:
         # Created in their own statement, then locked like the others: a concurrent creator of
         # the same row makes ours a no-op, and both then queue on the row lock.
-        rows = []
-        for key in missing:
-            scope, subject, period = split_key(key)
-            rows.append(
-                {
-                    "scope": scope,
-                    "subject": subject,
-                    "period": period,
-                    "settled_usd": _ZERO,
-                    "reserved_usd": _ZERO,
-                    "updated_at": now,
-                }
-            )
-        keys_ = ["scope", "subject", "period"]
-        connection.execute(insert_ignore(connection, cost_counters, keys=keys_), rows)
+        create_counters(connection, missing, now)
         totals.update(read_counters(connection, missing, lock=True))
     return totals
+
+
+def create_counters(connection: sa.Connection, keys: Sequence[str], now: datetime) -> None:
+    """Create the counters `keys` at zero; those already there are left as they are."""
+    rows = []
+    for key in keys:
+        scope, subject, period = split_key(key)
+        rows.append(
+            {
+                "scope": scope,
+                "subject": subject,
+                "period": period,
+                "settled_usd": _ZERO,
+                "reserved_usd": _ZERO,
+                "updated_at": now,
+            }
+        )
+    keys_ = ["scope", "subject", "period"]
+    connection.execute(insert_ignore(connection, cost_counters, keys=keys_), rows)
 
 
 def _write_counters(connection: sa.Connection, totals: Totals, now: datetime) -> None:
@@ -264,15 +274,17 @@ def free_holds(
     )
 
 
-def _first_denial(budgets: Sequence[Budget], totals: Totals, amount: Decimal) -> _Denial | None:
+def first_denial(budgets: Sequence[Budget], totals: Totals, amount: Decimal) -> Denial | None:
+    """The first of `budgets` that `amount` does not fit in, given the counters' `totals`."""
     for budget in budgets:
         settled, reserved = totals[budget.key]
         if settled + reserved + amount > budget.limit_usd:
-            return _Denial(budget=budget, settled=settled, reserved=reserved)
+            return Denial(budget=budget, settled=settled, reserved=reserved)
     return None
 
 
-def _denial_message(run_id: str, model: str, amount: Decimal, denial: _Denial) -> str:
+def denial_message(run_id: str, model: str, amount: Decimal, denial: Denial) -> str:
+    """Why a hold is denied: which budget, where it stands, what the call needed, what to do."""
     budget = denial.budget
     advice = (
         "raise max_budget_usd, lower max_tokens or use a cheaper model"

@@ -34,6 +34,8 @@ class UsageLine:
     denials: int
     input_tokens: int
     output_tokens: int
+    #: The part of `input_tokens` served from the providers' prompt caches.
+    cached_input_tokens: int
     cost_usd: Decimal
 
 
@@ -62,9 +64,14 @@ async def usage_report(
     await migrate(engine)
     t = cost_reservations
     group = {"model": t.c.model, "user": t.c.user_id, "app": t.c.app}[by]
-    query = sa.select(group, t.c.status, t.c.cost_usd, t.c.input_tokens, t.c.output_tokens).where(
-        t.c.status.in_(("settled", "denied"))
-    )
+    query = sa.select(
+        group,
+        t.c.status,
+        t.c.cost_usd,
+        t.c.input_tokens,
+        t.c.output_tokens,
+        t.c.cached_input_tokens,
+    ).where(t.c.status.in_(("settled", "denied")))
     if user is not None:
         query = query.where(t.c.user_id == user)
     if since is not None:
@@ -72,7 +79,7 @@ async def usage_report(
     totals: dict[str, _Tally] = {}
     async with engine.connect() as connection:
         result = await connection.stream(query)
-        async for key, status, cost, input_tokens, output_tokens in result:
+        async for key, status, cost, input_tokens, output_tokens, cached in result:
             tally = totals.setdefault(key or NO_MODEL, _Tally())
             if status == "denied":
                 tally.denials += 1
@@ -80,6 +87,7 @@ async def usage_report(
                 tally.calls += 1
                 tally.input_tokens += input_tokens
                 tally.output_tokens += output_tokens
+                tally.cached_input_tokens += cached
                 tally.cost_usd += Decimal(cost)
     lines = [
         UsageLine(
@@ -88,6 +96,7 @@ async def usage_report(
             denials=tally.denials,
             input_tokens=tally.input_tokens,
             output_tokens=tally.output_tokens,
+            cached_input_tokens=tally.cached_input_tokens,
             cost_usd=tally.cost_usd,
         )
         for key, tally in totals.items()
@@ -101,4 +110,5 @@ class _Tally:
     denials: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
     cost_usd: Decimal = Decimal(0)

@@ -215,6 +215,11 @@ class DurableGate(PermissionsGate):
         )
         return codec.PRINCIPAL.validate_python(_raise_or(data))
 
+    async def aclose(self) -> None:
+        aclose = getattr(self.wrapped, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     def may_use(self, principal: Principal, tool: ToolSpec) -> bool:
         return self.wrapped.may_use(principal, tool)
 

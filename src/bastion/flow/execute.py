@@ -31,6 +31,7 @@ from bastion.flow.approval import await_approval, is_held_for_approval, needs_ap
 from bastion.flow.components import Components
 from bastion.flow.revision import revise_after_step, revision_feedback
 from bastion.flow.state import RunState
+from bastion.gate.audit import appended_together
 from bastion.gate.interface import Grant
 from bastion.memory.interface import MemoryContext
 from bastion.messages import (
@@ -320,6 +321,12 @@ class Execution:
         bad_refs = refs.check_plan(plan.steps, tool=self._tool_or_none, history=self._run.records)
 
         async def vet() -> tuple[int, ToolOutcome] | None:
+            # Nothing acts on these decisions before they are all made: their audit entries are
+            # stored together as the vetting ends (one transaction, not one per step).
+            async with appended_together():
+                return await vet_each()
+
+        async def vet_each() -> tuple[int, ToolOutcome] | None:
             for index, step in enumerate(plan.steps):
                 try:
                     spec = self._c.router.get(step.tool_name)

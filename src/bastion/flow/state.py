@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -133,10 +133,13 @@ class RunState:
             self.timer.reschedule(asyncio.get_running_loop().time() + timeout_s)
 
     async def begin(self) -> None:
-        """Persist the run in status `admitted`."""
-        await self._memory.create_run(self.request, at=self._clock.now())
-        self.emit(EventKind.STATUS, status=RunStatus.ADMITTED.value)
-        await self.flush()
+        """Persist the run in status `admitted`, with its first event (one transaction)."""
+        at = self._clock.now()
+        await self._stored_then_emitted(
+            EventKind.STATUS,
+            {"status": RunStatus.ADMITTED.value},
+            lambda events: self._memory.create_run(self.request, at=at, events=events),
+        )
 
     async def transition(
         self,
@@ -146,45 +149,48 @@ class RunState:
         error: str | None = None,
         total_cost_usd: Decimal | None = None,
     ) -> None:
-        """Move to `new` and checkpoint (run row, then the events so far)."""
+        """Move to `new` and checkpoint: the run row and the events so far, one transaction."""
         check_transition(self.status, new)
         self.status = new
-        await self._memory.update_run(
-            self.run_id,
-            status=new,
-            at=self._clock.now(),
-            answer=answer,
-            error=error,
-            total_cost_usd=total_cost_usd,
-            model=self.model_name,
-        )
+        at = self._clock.now()
         data: dict[str, Any] = {"status": new.value}
         if error is not None:
             data["error"] = error
-        self.emit(EventKind.STATUS, **data)
-        await self.flush()
+        await self._stored_then_emitted(
+            EventKind.STATUS,
+            data,
+            lambda events: self._memory.update_run(
+                self.run_id,
+                status=new,
+                at=at,
+                answer=answer,
+                error=error,
+                total_cost_usd=total_cost_usd,
+                model=self.model_name,
+                events=events,
+            ),
+        )
 
     async def save_plan(self, plan: AgentPlan) -> None:
         """Keep a plan revision and announce it."""
         self.plan = plan
-        await self._memory.save_plan(self.run_id, plan)
-        self.emit(
+        steps = [
+            {"step_id": s.step_id, "tool_name": s.tool_name, "description": s.description}
+            for s in plan.steps
+        ]
+        await self._stored_then_emitted(
             EventKind.PLAN,
-            revision=plan.revision,
-            reasoning=plan.reasoning,
-            steps=[
-                {"step_id": s.step_id, "tool_name": s.tool_name, "description": s.description}
-                for s in plan.steps
-            ],
+            {"revision": plan.revision, "reasoning": plan.reasoning, "steps": steps},
+            lambda events: self._memory.save_plan(self.run_id, plan, events=events),
         )
-        await self.flush()
 
     async def record_step(self, record: StepRecord) -> None:
-        """Append a step record (one row) and flush the events that led to it."""
+        """Append a step record (one row) with the events that led to it (one transaction)."""
         index = len(self.records)
         self.records.append(record)
-        await self._memory.save_step(self.run_id, index, record)
-        await self.flush()
+        await self._with_events(
+            lambda events: self._memory.save_step(self.run_id, index, record, events=events)
+        )
 
     def count_model_call(
         self, response: ChatResponse, cost: object, *, purpose: str | None = None
@@ -212,21 +218,63 @@ class RunState:
 
     def emit(self, kind: EventKind, **data: Any) -> RunEvent:
         """Create the next event, hand it to the sink, and queue it for the next flush."""
+        event = self._next_event(kind, data)
+        self._pending.append(event)
+        self._deliver(event)
+        return event
+
+    def _next_event(self, kind: EventKind, data: dict[str, Any]) -> RunEvent:
         self._seq += 1
-        event = RunEvent(
+        return RunEvent(
             run_id=self.run_id, seq=self._seq, kind=kind, at=self._clock.now(), data=data
         )
+
+    async def _stored_then_emitted(
+        self,
+        kind: EventKind,
+        data: dict[str, Any],
+        write: Callable[[list[RunEvent]], Awaitable[None]],
+    ) -> None:
+        """Write (with the queued events and a new one), then hand the new one to the sink.
+
+        The sink sees it only once stored with what it announces (a client told of a status
+        reads that status). If the write fails, the new event is dropped: it never happened. If
+        the run is cancelled meanwhile, the write still completes (`TransactionRunner` shields
+        it): the event stays queued (stored once, whoever writes it) and is told, so that the
+        events' ``seq`` has no gap.
+        """
+        event = self._next_event(kind, data)
         self._pending.append(event)
+        try:
+            await self._with_events(write)
+        except asyncio.CancelledError:
+            self._deliver(event)
+            raise
+        except BaseException:
+            self._pending.remove(event)
+            if self._seq == event.seq:
+                self._seq -= 1
+            raise
+        self._deliver(event)
+
+    def _deliver(self, event: RunEvent) -> None:
         if self._on_event is not None:
             try:
                 self._on_event(event)
             except Exception:
                 # A broken progress display must never break the run it displays.
-                logger.exception("event sink failed on %s event of run %s", kind, self.run_id)
-        return event
+                logger.exception("event sink failed on %s event of run %s", event.kind, self.run_id)
 
     async def flush(self) -> None:
         """Persist queued events."""
         if self._pending:
-            events, self._pending = self._pending, []
-            await self._memory.append_events(events)
+            await self._with_events(self._memory.append_events)
+
+    async def _with_events(self, write: Callable[[list[RunEvent]], Awaitable[None]]) -> None:
+        """`write` the queued events (with whatever else it writes); kept queued if it fails."""
+        events, self._pending = self._pending, []
+        try:
+            await write(events)
+        except BaseException:
+            self._pending[:0] = events
+            raise

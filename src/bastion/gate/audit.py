@@ -38,7 +38,9 @@ import hmac
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -52,8 +54,8 @@ from bastion.clock import Clock
 from bastion.gate.checkpoints import Checkpoint, append_checkpoint, make_checkpoint
 from bastion.gate.interface import AuditEntry, AuditLog, Stage
 from bastion.gate.redact import Redactor, clean
-from bastion.storage.engine import begin_write
 from bastion.storage.tables import audit_entries
+from bastion.storage.writes import TransactionRunner
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +370,35 @@ def _disagreement(
 # -- the logs --------------------------------------------------------------------------------
 
 
+#: The entries `appended_together` holds back, with the log each goes to (None: none held).
+_HELD_BACK: ContextVar[list[tuple[SqlAuditLog, AuditEntry]] | None] = ContextVar(
+    "bastion_audit_held_back", default=None
+)
+
+
+@asynccontextmanager
+async def appended_together() -> AsyncIterator[None]:
+    """Store the entries `SqlAuditLog.append` gets inside the block together, as it ends.
+
+    For a burst of decisions that nothing acts on before the burst is over (the gate vetting every
+    step of a fresh plan): one transaction instead of one per entry. The entries are stored when
+    the block ends, however it ends, and before the code after it runs; an entry that cannot be
+    stored raises there, so no decision of the block is acted on unrecorded. Entries keep their
+    order. Other audit logs (`InMemoryAuditLog`) append at once, as always.
+    """
+    held: list[tuple[SqlAuditLog, AuditEntry]] = []
+    token = _HELD_BACK.set(held)
+    try:
+        yield
+    finally:
+        _HELD_BACK.reset(token)
+        by_log: dict[int, tuple[SqlAuditLog, list[AuditEntry]]] = {}
+        for log, entry in held:
+            by_log.setdefault(id(log), (log, []))[1].append(entry)
+        for log, entries in by_log.values():
+            await log.append_many(entries)
+
+
 class InMemoryAuditLog(AuditLog):
     """An audit log held in a list: for tests and systems that keep nothing on disk.
 
@@ -443,20 +474,43 @@ class SqlAuditLog(AuditLog):
         self._clock = clock
         self._checkpoint_file = checkpoint_file
         self._every = checkpoint_every
-        self._lock = asyncio.Lock()
+        self._writes = TransactionRunner(engine)
 
     async def append(self, entry: AuditEntry) -> None:
-        async with self._lock:
-            async with begin_write(self._engine) as conn:
-                if conn.dialect.name == "postgresql":
-                    await conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY}
-                    )
-                size, prev = await _head(conn)
-                row = link(self._key, seq=size, prev_mac=prev, entry=entry, redactor=self._redactor)
-                await conn.execute(sa.insert(audit_entries).values(**_columns(row)))
+        held = _HELD_BACK.get()
+        if held is not None:  # inside `appended_together`: stored at its end
+            held.append((self, entry))
+            return
+        await self.append_many([entry])
+
+    async def append_many(self, entries: Sequence[AuditEntry]) -> None:
+        """Append `entries` in order, in one transaction (all of them, or none)."""
+        if not entries:
+            return
+
+        def write(conn: sa.Connection) -> list[StoredEntry]:
+            # One transaction holding the database's write lock (SQLite's, or the advisory lock
+            # on PostgreSQL): the head it reads is the head it extends, across processes.
+            if conn.dialect.name == "postgresql":
+                conn.execute(_PG_LOCK, {"key": _PG_LOCK_KEY})
+            last = conn.execute(_HEAD).one_or_none()
+            size, prev = (0, GENESIS) if last is None else (int(last.seq) + 1, str(last.mac))
+            rows = []
+            for seq, entry in enumerate(entries, start=size):
+                rows.append(
+                    link(self._key, seq=seq, prev_mac=prev, entry=entry, redactor=self._redactor)
+                )
+                prev = rows[-1].mac
+            conn.execute(_INSERT, [_columns(row) for row in rows])
+            return rows
+
+        for row in await self._writes.run(write):
             if (row.seq + 1) % self._every == 0:
                 await self._checkpoint(row.seq + 1, row.mac)
+
+    async def aclose(self) -> None:
+        """Let go of the database's shared writer (see `TransactionRunner`). Safe to repeat."""
+        await self._writes.aclose()
 
     async def _checkpoint(self, size: int, head: str) -> None:
         if self._checkpoint_file is None or self._clock is None:
@@ -522,14 +576,18 @@ class SqlAuditLog(AuditLog):
         return [_from_row(row) for row in reversed(rows)]
 
 
+_HEAD = (
+    sa.select(audit_entries.c.seq, audit_entries.c.mac)
+    .order_by(audit_entries.c.seq.desc())
+    .limit(1)
+)
+_INSERT = sa.insert(audit_entries)
+_PG_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+
+
 async def _head(conn: AsyncConnection) -> tuple[int, str]:
     """The number of entries and the last MAC (GENESIS for an empty log)."""
-    result = await conn.execute(
-        sa.select(audit_entries.c.seq, audit_entries.c.mac)
-        .order_by(audit_entries.c.seq.desc())
-        .limit(1)
-    )
-    last = result.one_or_none()
+    last = (await conn.execute(_HEAD)).one_or_none()
     return (0, GENESIS) if last is None else (int(last.seq) + 1, str(last.mac))
 
 

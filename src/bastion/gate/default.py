@@ -105,6 +105,12 @@ class PolicyGate(PermissionsGate):
         self._require_api_key = require_api_key
         self._redactor = redactor or Redactor()
 
+    async def aclose(self) -> None:
+        """Release what the audit log holds (its share of the database's writer)."""
+        aclose = getattr(self._audit, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
     # -- authentication ------------------------------------------------------------------------
 
     async def authenticate(self, request: AgentRequest) -> Principal:

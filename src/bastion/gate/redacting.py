@@ -189,8 +189,10 @@ class RedactingMemory(MemoryManager):
             self._request(request), redact_response(self._redactor, response)
         )
 
-    async def create_run(self, request: AgentRequest, *, at: datetime) -> None:
-        await self.wrapped.create_run(self._request(request), at=at)
+    async def create_run(
+        self, request: AgentRequest, *, at: datetime, events: Sequence[RunEvent] = ()
+    ) -> None:
+        await self.wrapped.create_run(self._request(request), at=at, events=self._events(events))
 
     async def update_run(
         self,
@@ -202,6 +204,7 @@ class RedactingMemory(MemoryManager):
         error: str | None = None,
         total_cost_usd: Decimal | None = None,
         model: str | None = None,
+        events: Sequence[RunEvent] = (),
     ) -> None:
         await self.wrapped.update_run(
             run_id,
@@ -211,16 +214,28 @@ class RedactingMemory(MemoryManager):
             error=_opt(self._redactor, error),
             total_cost_usd=total_cost_usd,
             model=model,
+            events=self._events(events),
         )
 
-    async def save_plan(self, run_id: str, plan: AgentPlan) -> None:
-        await self.wrapped.save_plan(run_id, redact_plan(self._redactor, plan))
+    async def save_plan(
+        self, run_id: str, plan: AgentPlan, *, events: Sequence[RunEvent] = ()
+    ) -> None:
+        await self.wrapped.save_plan(
+            run_id, redact_plan(self._redactor, plan), events=self._events(events)
+        )
 
-    async def save_step(self, run_id: str, index: int, record: StepRecord) -> None:
-        await self.wrapped.save_step(run_id, index, redact_record(self._redactor, record))
+    async def save_step(
+        self, run_id: str, index: int, record: StepRecord, *, events: Sequence[RunEvent] = ()
+    ) -> None:
+        await self.wrapped.save_step(
+            run_id, index, redact_record(self._redactor, record), events=self._events(events)
+        )
 
     async def append_events(self, events: Sequence[RunEvent]) -> None:
-        await self.wrapped.append_events([redact_event(self._redactor, e) for e in events])
+        await self.wrapped.append_events(self._events(events))
+
+    def _events(self, events: Sequence[RunEvent]) -> list[RunEvent]:
+        return [redact_event(self._redactor, e) for e in events]
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         return await self.wrapped.get_run(run_id)

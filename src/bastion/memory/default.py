@@ -1,9 +1,12 @@
 """`SqlMemory`: the default Memory Manager, on SQLite or PostgreSQL through SQLAlchemy Core.
 
-Runs are written as they go, one small statement per transition, step or batch of events, so a run
-is inspectable while it is under way and nothing ever rewrites its history: a plan revision is one
-row, a step record one row (replaced in place when the step is retried), an event one row.
-Dataclasses go into JSON columns through `bastion.storage.codec` and come back equal.
+Runs are written as they go, one small transaction per transition, plan or step (with the events
+that led to it), so a run is inspectable while it is under way and nothing ever rewrites its
+history: a plan revision is one row, a step record one row (replaced in place when the step is
+retried), an event one row. Dataclasses go into JSON columns through `bastion.storage.codec` and
+come back equal. The run writes are synchronous functions run by the database's shared writer
+(`bastion.storage.writes.TransactionRunner`: on SQLite one hand-off per transaction, committed in
+groups with the other writes of the process), with statements built once per table.
 
 Reads take only what they need: `get_run` the run's header, latest plan, steps and events;
 `list_runs` headers only; `load_context` the user's relevant facts, the session's stored summary
@@ -19,7 +22,7 @@ where an unreachable database is a `ConfigError`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
@@ -53,9 +56,15 @@ from bastion.storage.codec import (
     encode_plan,
     encode_step_record,
 )
-from bastion.storage.engine import begin_write, create_engine, insert_ignore, upsert
+from bastion.storage.engine import (
+    begin_write,
+    create_engine,
+    insert_ignore_statement,
+    upsert_statement,
+)
 from bastion.storage.migrations import migrate
 from bastion.storage.tables import run_events, run_plans, run_steps, runs, session_turns
+from bastion.storage.writes import TransactionRunner
 
 
 class SqlMemory(MemoryManager):
@@ -97,6 +106,7 @@ class SqlMemory(MemoryManager):
         self._turn_ttl_s = turn_ttl_s
         self._facts_limit = facts_limit
         self._started = False
+        self._writes: TransactionRunner | None = None
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock) -> SqlMemory:
@@ -140,11 +150,16 @@ class SqlMemory(MemoryManager):
                 "that the URL, user and permissions are right"
             ) from exc
         await migrate(self._engine)
+        if self._writes is None:
+            self._writes = TransactionRunner(self._engine)
         self._started = True
 
     async def close(self) -> None:
         """Stop; dispose of the engine if this memory owns it. Safe to call twice."""
         self._started = False
+        writes, self._writes = self._writes, None
+        if writes is not None:
+            await writes.aclose()
         if self._owns_engine:
             await self._engine.dispose()
 
@@ -245,31 +260,29 @@ class SqlMemory(MemoryManager):
             "at": now,
             "run_id": request.run_id,
         }
-        async with begin_write(self._engine) as connection:
-            already = await connection.scalar(
-                sa.select(session_turns.c.id)
-                .where(session_turns.c.run_id == request.run_id)
-                .limit(1)
-            )
+
+        def write(connection: sa.Connection) -> None:
+            already = connection.scalar(_TURN_OF_RUN, {"run_id": request.run_id})
             if already is not None:
                 return
             # Two statements, not one executemany, so that the answer's id is surely the higher.
-            await connection.execute(
-                sa.insert(session_turns).values(role="user", content=request.message, **common)
+            connection.execute(_INSERT_TURN, {"role": "user", "content": request.message, **common})
+            connection.execute(
+                _INSERT_TURN, {"role": "assistant", "content": response.message, **common}
             )
-            await connection.execute(
-                sa.insert(session_turns).values(
-                    role="assistant", content=response.message, **common
-                )
-            )
+
+        await self._write(write)
 
     # -- runs ----------------------------------------------------------------------------------
 
-    async def create_run(self, request: AgentRequest, *, at: datetime) -> None:
-        """Insert the run in status ``admitted``.
+    async def create_run(
+        self, request: AgentRequest, *, at: datetime, events: Sequence[RunEvent] = ()
+    ) -> None:
+        """Insert the run in status ``admitted``, and `events`, in one transaction.
 
         Creating again a run that exists for the same user, session and message is a no-op (a
-        durable replay re-enters the run from its start).
+        durable replay re-enters the run from its start; `events` are then appended as
+        `append_events` would).
 
         Raises:
             ValueError: a run with this id exists for another request.
@@ -285,9 +298,14 @@ class SqlMemory(MemoryManager):
             "updated_at": at,
             "total_cost_usd": Decimal(0),
         }
+        rows = _event_rows(events)
+
+        def write(connection: sa.Connection) -> None:
+            connection.execute(_INSERT_RUN, row)
+            self._insert_events(connection, rows)
+
         try:
-            async with begin_write(self._engine) as connection:
-                await connection.execute(sa.insert(runs).values(row))
+            await self._write(write)
         except IntegrityError as exc:
             async with self._engine.connect() as connection:
                 existing = (
@@ -299,6 +317,7 @@ class SqlMemory(MemoryManager):
                 ).one_or_none()
             same = (request.user_id, request.session_id, request.message)
             if existing is not None and tuple(existing) == same:
+                await self.append_events(events)
                 return
             raise ValueError(
                 f"run {request.run_id!r} already exists: every request needs a fresh run_id"
@@ -314,8 +333,11 @@ class SqlMemory(MemoryManager):
         error: str | None = None,
         total_cost_usd: Decimal | None = None,
         model: str | None = None,
+        events: Sequence[RunEvent] = (),
     ) -> None:
-        """Record a transition; fields left as None keep their stored value.
+        """Record a transition, and `events`, in one transaction.
+
+        Fields left as None keep their stored value.
 
         Raises:
             ValueError: no run has this id.
@@ -329,15 +351,25 @@ class SqlMemory(MemoryManager):
             "model": model,
         }
         values.update({name: value for name, value in optional.items() if value is not None})
-        async with begin_write(self._engine) as connection:
-            result = await connection.execute(
-                sa.update(runs).where(runs.c.run_id == run_id).values(values)
-            )
+        rows = _event_rows(events)
+
+        def write(connection: sa.Connection) -> None:
+            result = connection.execute(_UPDATE_RUN, {"key_run_id": run_id, **values})
             if result.rowcount == 0:
                 raise ValueError(f"cannot update run {run_id!r}: no such run (create_run it first)")
+            self._insert_events(connection, rows)
 
-    async def save_plan(self, run_id: str, plan: AgentPlan) -> None:
-        """Keep `plan` as revision ``plan.revision`` of the run (saving one again replaces it).
+        try:
+            await self._write(write)
+        except IntegrityError as exc:
+            raise await self._integrity_error({run_id}, "events", str(exc.orig)) from exc
+
+    async def save_plan(
+        self, run_id: str, plan: AgentPlan, *, events: Sequence[RunEvent] = ()
+    ) -> None:
+        """Keep `plan` as revision ``plan.revision`` of the run, and `events`, in one transaction.
+
+        Saving a revision again replaces it.
 
         Raises:
             ValueError: no run has this id.
@@ -349,10 +381,16 @@ class SqlMemory(MemoryManager):
             "plan": encode_plan(plan),
             "created_at": self._clock.now(),
         }
-        await self._upsert(run_plans, row, keys=("run_id", "revision"), what="a plan")
+        await self._upsert(
+            run_plans, row, keys=("run_id", "revision"), what="a plan", events=events
+        )
 
-    async def save_step(self, run_id: str, index: int, record: StepRecord) -> None:
-        """Insert the run's `index`-th step record, or replace it (a retried step).
+    async def save_step(
+        self, run_id: str, index: int, record: StepRecord, *, events: Sequence[RunEvent] = ()
+    ) -> None:
+        """Insert the run's `index`-th step record, and `events`, in one transaction.
+
+        Saving a step again (a retried step) replaces it.
 
         Raises:
             ValueError: `index` is negative, or no run has this id.
@@ -367,7 +405,9 @@ class SqlMemory(MemoryManager):
             "status": record.status.value,
             "tool_name": record.tool_name or record.step.tool_name,
         }
-        await self._upsert(run_steps, row, keys=("run_id", "idx"), what=f"step {index}")
+        await self._upsert(
+            run_steps, row, keys=("run_id", "idx"), what=f"step {index}", events=events
+        )
 
     async def append_events(self, events: Sequence[RunEvent]) -> None:
         """Append `events` in one statement; an empty sequence writes nothing.
@@ -381,21 +421,9 @@ class SqlMemory(MemoryManager):
         self._check_started()
         if not events:
             return
-        rows = [
-            {
-                "run_id": e.run_id,
-                "seq": e.seq,
-                "kind": e.kind.value,
-                "at": e.at,
-                "data": encode_json_object(e.data),
-            }
-            for e in events
-        ]
+        rows = _event_rows(events)
         try:
-            async with begin_write(self._engine) as connection:
-                await connection.execute(
-                    insert_ignore(connection, run_events, keys=("run_id", "seq")), rows
-                )
+            await self._write(lambda connection: self._insert_events(connection, rows))
         except IntegrityError as exc:
             raise await self._integrity_error(
                 {e.run_id for e in events}, "events", "an event names an unknown run"
@@ -462,12 +490,32 @@ class SqlMemory(MemoryManager):
                 "before using it"
             )
 
+    async def _write(self, fn: Callable[[sa.Connection], None]) -> None:
+        assert self._writes is not None  # set by start(), checked by _check_started()
+        await self._writes.run(fn)
+
+    def _insert_events(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            connection.execute(_INSERT_EVENTS, rows)
+
     async def _upsert(
-        self, table: sa.Table, row: dict[str, Any], *, keys: Sequence[str], what: str
+        self,
+        table: sa.Table,
+        row: dict[str, Any],
+        *,
+        keys: Sequence[str],
+        what: str,
+        events: Sequence[RunEvent] = (),
     ) -> None:
+        rows = _event_rows(events)
+        columns = tuple(row)
+
+        def write(connection: sa.Connection) -> None:
+            connection.execute(upsert_statement(table, columns, keys=tuple(keys)), row)
+            self._insert_events(connection, rows)
+
         try:
-            async with begin_write(self._engine) as connection:
-                await connection.execute(upsert(connection, table, row, keys=keys))
+            await self._write(write)
         except IntegrityError as exc:
             raise await self._integrity_error({row["run_id"]}, what, str(exc.orig)) from exc
 
@@ -483,6 +531,31 @@ class SqlMemory(MemoryManager):
         if unknown:
             return ValueError(f"cannot save {what}: no such run {unknown} (create_run it first)")
         return ValueError(f"cannot save {what} for run(s) {sorted(run_ids)}: {otherwise}")
+
+
+_TURN_OF_RUN = (
+    sa.select(session_turns.c.id).where(session_turns.c.run_id == sa.bindparam("run_id")).limit(1)
+)
+_INSERT_TURN = sa.insert(session_turns)
+_INSERT_RUN = sa.insert(runs)
+_INSERT_EVENTS = insert_ignore_statement(
+    run_events, ("run_id", "seq", "kind", "at", "data"), keys=("run_id", "seq")
+)
+#: ``UPDATE runs SET <the parameters' columns> WHERE run_id = :key_run_id``.
+_UPDATE_RUN = sa.update(runs).where(runs.c.run_id == sa.bindparam("key_run_id"))
+
+
+def _event_rows(events: Sequence[RunEvent]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": e.run_id,
+            "seq": e.seq,
+            "kind": e.kind.value,
+            "at": e.at,
+            "data": encode_json_object(e.data),
+        }
+        for e in events
+    ]
 
 
 def _run_record(

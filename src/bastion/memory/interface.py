@@ -155,8 +155,10 @@ class MemoryManager(Protocol):
         """Append the user's message and the answer to the session."""
         ...
 
-    async def create_run(self, request: AgentRequest, *, at: datetime) -> None:
-        """Insert a run in status `admitted`."""
+    async def create_run(
+        self, request: AgentRequest, *, at: datetime, events: Sequence[RunEvent] = ()
+    ) -> None:
+        """Insert a run in status `admitted` (with `events`, in the same transaction)."""
         ...
 
     async def update_run(
@@ -169,16 +171,21 @@ class MemoryManager(Protocol):
         error: str | None = None,
         total_cost_usd: Decimal | None = None,
         model: str | None = None,
+        events: Sequence[RunEvent] = (),
     ) -> None:
-        """Record a state transition (and, at the end, the answer and cost)."""
+        """Record a state transition (and, at the end, the answer and cost), with `events`."""
         ...
 
-    async def save_plan(self, run_id: str, plan: AgentPlan) -> None:
-        """Keep a plan revision (every revision is kept; the latest is the run's plan)."""
+    async def save_plan(
+        self, run_id: str, plan: AgentPlan, *, events: Sequence[RunEvent] = ()
+    ) -> None:
+        """Keep a plan revision, with `events` (every revision is kept; the latest is the plan)."""
         ...
 
-    async def save_step(self, run_id: str, index: int, record: StepRecord) -> None:
-        """Insert or replace the `index`-th step record of the run."""
+    async def save_step(
+        self, run_id: str, index: int, record: StepRecord, *, events: Sequence[RunEvent] = ()
+    ) -> None:
+        """Insert or replace the `index`-th step record of the run, with `events`."""
         ...
 
     async def append_events(self, events: Sequence[RunEvent]) -> None:

@@ -41,6 +41,8 @@ class Usage:
 
     input_tokens: int = 0
     output_tokens: int = 0
+    #: The part of `input_tokens` the provider served from its prompt cache (billed lower).
+    cached_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -438,7 +438,10 @@ def _usage(raw: object) -> Usage:
         return Usage()
     prompt: object = raw.prompt_tokens
     completion: object = raw.completion_tokens
+    details: object = raw.prompt_tokens_details
+    cached: object = getattr(details, "cached_tokens", None)
     return Usage(
         input_tokens=prompt if isinstance(prompt, int) else 0,
         output_tokens=completion if isinstance(completion, int) else 0,
+        cached_input_tokens=cached if isinstance(cached, int) else 0,
     )

@@ -51,6 +51,11 @@ class RateLimitedChatModel(ChatModel):
     def name(self) -> str:
         return self._wrapped.name
 
+    @property
+    def wrapped(self) -> ChatModel:
+        """The model behind the limits."""
+        return self._wrapped
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Charge the provider's limits, then call the wrapped model.
 

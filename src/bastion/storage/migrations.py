@@ -94,14 +94,52 @@ def _create_memory_tables_v6(connection: sa.Connection) -> None:
     connection.exec_driver_sql("CREATE INDEX ix_session_turns_at ON session_turns (at)")
 
 
+#: ``cost_reservations`` as v4 created it (v7 adds ``cached_input_tokens``), in a metadata of its
+#: own with the same naming convention, so that v4 keeps creating what it always did.
+_v4 = sa.MetaData(naming_convention=tables.metadata.naming_convention)
+_cost_reservations_v4 = sa.Table(
+    "cost_reservations",
+    _v4,
+    sa.Column("id", sa.String(300), primary_key=True),
+    sa.Column("run_id", sa.String(255), nullable=False),
+    sa.Column("user_id", sa.String(255), nullable=False),
+    sa.Column("session_id", sa.String(255), nullable=False),
+    sa.Column("app", sa.String(64), nullable=False),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("amount_usd", tables.Money, nullable=False),
+    sa.Column("cost_usd", tables.Money, nullable=False),
+    sa.Column("input_tokens", sa.Integer, nullable=False),
+    sa.Column("output_tokens", sa.Integer, nullable=False),
+    sa.Column("counters", tables.Json, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", tables.UtcDateTime, nullable=False),
+    sa.Column("expires_at", tables.UtcDateTime, nullable=False),
+    sa.Column("closed_at", tables.UtcDateTime),
+    sa.Index(None, "status", "expires_at"),
+    sa.Index(None, "run_id"),
+    sa.Index(None, "user_id", "created_at"),
+    sa.Index(None, "created_at"),
+)
+
+
 def _create_cost_tables_v4(connection: sa.Connection) -> None:
     # The Cost Controller's ledger (issue 7): budget counters per window, and reservations.
-    tables.metadata.create_all(connection, tables=[tables.cost_counters, tables.cost_reservations])
+    tables.metadata.create_all(connection, tables=[tables.cost_counters])
+    _v4.create_all(connection, tables=[_cost_reservations_v4])
 
 
 def _create_approvals_table_v5(connection: sa.Connection) -> None:
     # Human approvals of risky calls (issue 6): slot v5, after the cost ledger's v4.
     tables.metadata.create_all(connection, tables=[tables.approvals])
+
+
+def _add_cached_input_tokens_v7(connection: sa.Connection) -> None:
+    # Cached-input prices (issue 7): the ledger records how much of a call's input the provider
+    # served from its prompt cache, for `bastion usage`. Earlier rows had none cached.
+    connection.exec_driver_sql(
+        "ALTER TABLE cost_reservations ADD COLUMN cached_input_tokens INTEGER NOT NULL DEFAULT 0"
+    )
 
 
 #: Every migration, in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
@@ -112,6 +150,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _create_cost_tables_v4,
     _create_approvals_table_v5,  # v5 (slot reserved; v4 cost goes before it)
     _create_memory_tables_v6,  # v6 (slot reserved; v4 cost, v5 approvals go before it)
+    _add_cached_input_tokens_v7,  # v7: the ledger's cached input tokens
 )
 
 #: The schema version this Bastion writes and reads.

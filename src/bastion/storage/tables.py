@@ -371,6 +371,8 @@ cost_reservations = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("expires_at", UtcDateTime, nullable=False),
     sa.Column("closed_at", UtcDateTime),
+    #: The part of ``input_tokens`` served from the provider's prompt cache (migration 7).
+    sa.Column("cached_input_tokens", sa.Integer, nullable=False, server_default="0"),
     sa.Index(None, "status", "expires_at"),
     sa.Index(None, "run_id"),
     sa.Index(None, "user_id", "created_at"),

@@ -1,32 +1,43 @@
-"""`TransactionRunner`: one short write transaction, written once as a synchronous function.
+"""`TransactionRunner`: short write transactions, written once as synchronous functions.
 
-Hot write paths (the cost ledger reserves and settles around every model call) are a few small
-statements each. Through the async SQLite driver every statement is several hand-offs to the
-driver's thread and back, which costs far more than SQLite's own work (measured: ~5 ms for a
-five-statement transaction on a loaded 2-core machine, against ~0.1 ms for the same transaction
-run whole on one thread). So the transaction is a plain function of a synchronous SQLAlchemy
-`Connection`, and the runner runs it:
+The hot write paths (a run's step records and events, its audit entries, the cost ledger around
+every model call) are a few small statements each. Through the async SQLite driver every statement
+is several hand-offs to the driver's thread and back, which costs far more than SQLite's own work
+(measured: ~5 ms for a five-statement transaction on a loaded 2-core machine, against ~0.1 ms for
+the same transaction run whole on one thread). So a write is a plain function of a synchronous
+SQLAlchemy `Connection`, and the runner runs it:
 
-* SQLite: whole, on a thread of its own, over its own connection to the same file (tuned as
-  `bastion.storage.engine` tunes every connection, and begun with ``BEGIN IMMEDIATE``): one
-  hand-off per transaction. One thread, so this process's writes through the runner queue in
-  order, as SQLite would serialise them anyway; other processes wait on the busy timeout;
+* SQLite: on the database's **one writer thread** for this process, shared by every runner of the
+  same engine, over a connection of its own to the same file (tuned as `bastion.storage.engine`
+  tunes every connection, and begun with ``BEGIN IMMEDIATE``). The writer commits in groups:
+  the functions queued while it was busy run in one transaction, each inside a savepoint of its
+  own (so one that raises is rolled back alone and its caller gets the error), and one commit makes
+  them all durable. A function's caller resumes only after that commit, so nothing is acknowledged
+  before it is on disk (as far as ``synchronous`` promises). One thread per database also means this
+  process's writes never wait on each other's locks (SQLite's busy handler sleeps a millisecond or
+  more at a time); other processes still wait on the busy timeout;
 * PostgreSQL: through `AsyncConnection.run_sync` inside `begin_write`, on the event loop (the
-  asyncpg driver is async all the way: nothing to gain from a thread).
+  asyncpg driver is async all the way: nothing to gain from a thread), one transaction each,
+  in a task of its own so that it too completes whatever happens to its caller.
 
-The function may run more than once (a write SQLite refuses at once as locked is retried whole,
-the transaction having been rolled back): it must only read and write the database.
+A function may run more than once (a group that SQLite refuses at once as locked is rolled back
+and tried again whole): it must only read and write the database. The writer thread starts with
+the first write and stops when the last runner of its engine is closed (`TransactionRunner.aclose`);
+a runner never closed leaves the thread to end with the process (it is a daemon thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -38,62 +49,230 @@ from bastion.storage.engine import SQLITE_PRAGMAS, begin_write
 
 T = TypeVar("T")
 
-#: How often a transaction SQLite refuses at once as locked is tried again.
+#: How often a group SQLite refuses at once as locked is tried again.
 _LOCKED_RETRIES = 12
+#: The most functions committed together (bounds a group's transaction and its latency).
+MAX_GROUP = 256
 
 
 class TransactionRunner:
     """Runs synchronous write transactions against `engine`'s database (see the module docs).
 
     Args:
-        engine: the database; for SQLite the runner opens its own connection to the same file.
+        engine: the database. On SQLite every runner of the same engine shares one writer.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._sync: sa.Engine | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        if engine.dialect.name == "sqlite":
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-writes")
-            self._sync = _sync_sqlite_engine(engine)
+        self._writer: _Writer | None = None
+        #: PostgreSQL transactions under way (`aclose` waits for them).
+        self._in_flight: set[asyncio.Future[Any]] = set()
 
     async def run(self, fn: Callable[[sa.Connection], T]) -> T:
-        """Run `fn` in one write transaction: committed if it returns, rolled back if it raises."""
-        if self._sync is None or self._thread is None:
-            async with begin_write(self._engine) as connection:
-                return await connection.run_sync(fn)
-        loop = asyncio.get_running_loop()
-        # Shielded: a transaction handed to the thread finishes (or rolls back) there whatever
+        """Run `fn` in a write transaction: committed if it returns, rolled back if it raises.
+
+        Raises:
+            Exception: what `fn` raised, or the database's error.
+        """
+        if self._engine.dialect.name != "sqlite":
+            task = asyncio.ensure_future(self._transact(fn))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            return await asyncio.shield(task)  # as below
+        if self._writer is None:
+            self._writer = _Writer.attach(self._engine)
+        job: _Job[T] = _Job(fn, asyncio.get_running_loop())
+        self._writer.submit(job)
+        # Shielded: a function handed to the writer is committed (or rolled back) there whatever
         # happens to the caller, and the caller's cancellation still propagates.
-        return await asyncio.shield(loop.run_in_executor(self._thread, self._transact, fn))
+        return await asyncio.shield(job.future)
+
+    async def _transact(self, fn: Callable[[sa.Connection], T]) -> T:
+        async with begin_write(self._engine) as connection:
+            return await connection.run_sync(fn)
+
+    async def aclose(self) -> None:
+        """Wait for the writes under way and let go of the shared writer. Safe to repeat.
+
+        The last runner of an engine to let go stops its writer thread. A runner used again
+        after `aclose` attaches to the writer again (and must be closed again).
+        """
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight))
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.detach()
+
+
+@dataclass(eq=False)
+class _Job(Generic[T]):
+    fn: Callable[[sa.Connection], T]
+    loop: asyncio.AbstractEventLoop
+
+    def __post_init__(self) -> None:
+        self.future: asyncio.Future[T] = self.loop.create_future()
+
+
+#: Put on a writer's queue to stop its thread once the jobs before it are done.
+_STOP = object()
+
+
+class _Writer:
+    """One SQLite database's writer thread in this process, and the runners attached to it."""
+
+    _registry: ClassVar[dict[int, _Writer]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine  # held: its id keys the registry, so it must outlive the entry
+        self.users = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._sync = _sync_sqlite_engine(engine)
+        #: The writer's one connection, opened on its thread and kept (a checkout per write
+        #: would cost more than most writes).
+        self._connection: sa.Connection | None = None
+        self._thread = threading.Thread(target=self._serve, name="bastion-writes", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def attach(cls, engine: AsyncEngine) -> _Writer:
+        with cls._registry_lock:
+            writer = cls._registry.get(id(engine))
+            if writer is None:
+                writer = cls._registry[id(engine)] = cls(engine)
+            writer.users += 1
+            return writer
+
+    async def detach(self) -> None:
+        with self._registry_lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            del self._registry[id(self.engine)]
+            stopped = asyncio.get_running_loop().create_future()
+            self._queue.put((_STOP, stopped.get_loop(), stopped))
+        await stopped
+        self._thread.join()  # it returns right after stopping: a moment at most
+
+    def submit(self, job: _Job[Any]) -> None:
+        self._queue.put(job)
+
+    # -- on the writer thread --------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            group: list[_Job[Any]] = [self._queue.get()]
+            while len(group) < MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = next((item for item in group if isinstance(item, tuple)), None)
+            jobs = [item for item in group if isinstance(item, _Job)]
+            if jobs:
+                _deliver(jobs, self._commit(jobs))
+            if stop is not None:
+                if self._connection is not None:
+                    self._connection.close()
+                self._sync.dispose()
+                _, loop, stopped = stop
+                _call_soon(loop, _set_result, stopped, None)
+                return
+
+    def _commit(self, jobs: list[_Job[Any]]) -> list[tuple[bool, Any]]:
+        """Run `jobs` in one transaction; each one's (ok, result or exception)."""
+        if len(jobs) == 1:
+            fn = jobs[0].fn
+            try:
+                return [(True, self._transact(fn))]
+            except Exception as exc:
+                return [(False, exc)]
+
+        def group(connection: sa.Connection) -> list[tuple[bool, Any]]:
+            outcomes: list[tuple[bool, Any]] = []
+            for job in jobs:
+                savepoint = connection.begin_nested()
+                try:
+                    value = job.fn(connection)
+                except Exception as exc:
+                    savepoint.rollback()
+                    if _locked(exc):
+                        raise  # the whole group again (see _transact)
+                    outcomes.append((False, exc))
+                else:
+                    savepoint.commit()
+                    outcomes.append((True, value))
+            return outcomes
+
+        try:
+            return self._transact(group)
+        except Exception as exc:  # the commit itself failed: nothing of the group was written
+            return [(False, exc)] * len(jobs)
 
     def _transact(self, fn: Callable[[sa.Connection], T]) -> T:
-        assert self._sync is not None
         attempt = 0
         while True:
             try:
-                with self._sync.begin() as connection:
+                connection = self._connect()
+                with connection.begin():
                     return fn(connection)
             except OperationalError as exc:
                 # As `begin_write`: a few SQLite states refuse a write at once instead of waiting
                 # for the busy timeout. The transaction was rolled back: run it again.
-                if "locked" not in str(exc) or attempt >= _LOCKED_RETRIES:
+                if not _locked(exc) or attempt >= _LOCKED_RETRIES:
                     raise
                 time.sleep(min(2.0, 0.05 * 2**attempt))  # noqa: TID251 - a lock, not logic
                 attempt += 1
 
-    async def aclose(self) -> None:
-        """Close the SQLite connection and stop the thread. Safe to call twice."""
-        if self._thread is not None and self._sync is not None:
-            sync, thread = self._sync, self._thread
-            self._sync, self._thread = None, None
-            await asyncio.get_running_loop().run_in_executor(thread, sync.dispose)
-            thread.shutdown(wait=False)
+    def _connect(self) -> sa.Connection:
+        if self._connection is None or self._connection.invalidated or self._connection.closed:
+            if self._connection is not None:
+                self._connection.close()
+            self._connection = self._sync.connect()
+        return self._connection
+
+
+# A forked child has none of its parent's threads: it starts its own writers.
+os.register_at_fork(after_in_child=_Writer._registry.clear)
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and "locked" in str(exc)
+
+
+def _deliver(jobs: list[_Job[Any]], outcomes: list[tuple[bool, Any]]) -> None:
+    """Hand each job's outcome to its loop: one wake-up per loop, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Any], bool, Any]]] = {}
+    for job, (ok, value) in zip(jobs, outcomes, strict=True):
+        by_loop.setdefault(job.loop, []).append((job, ok, value))
+    for loop, items in by_loop.items():
+        _call_soon(loop, _settle, items)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    # The caller's loop may be gone (it ended while its write was queued): nobody waits then.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _settle(items: list[tuple[_Job[Any], bool, Any]]) -> None:
+    for job, ok, value in items:
+        if job.future.done():  # the caller was cancelled; the write stands regardless
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+
+def _set_result(future: asyncio.Future[None], value: None) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _sync_sqlite_engine(engine: AsyncEngine) -> sa.Engine:
     url = engine.url.set(drivername="sqlite")
-    # One connection, made and used on the runner's one thread.
+    # One connection, made and used on the writer's one thread.
     sync = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
 
     @event.listens_for(sync, "connect")

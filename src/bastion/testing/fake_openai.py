@@ -94,6 +94,10 @@ class FakeOpenAIServer:
                 "completion_tokens": usage.output_tokens,
                 "total_tokens": usage.input_tokens + usage.output_tokens,
             }
+            if usage.cached_input_tokens:
+                body["usage"]["prompt_tokens_details"] = {
+                    "cached_tokens": usage.cached_input_tokens
+                }
         return self._queue(_Reply(status=200, body=_json_bytes(body)))
 
     def error(

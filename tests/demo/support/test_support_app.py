@@ -21,5 +21,15 @@ def test_the_system_prompt_describes_the_support_role() -> None:
 
 def test_the_package_exports_its_public_names() -> None:
     public = {name for name in vars(support) if not name.startswith("_")}
-    modules = {"answers", "app", "data", "kb", "policies", "requests", "results", "tools"}
+    modules = {
+        "answers",
+        "app",
+        "cascade",
+        "data",
+        "kb",
+        "policies",
+        "requests",
+        "results",
+        "tools",
+    }
     assert set(support.__all__) == public - modules

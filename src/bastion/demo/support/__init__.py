@@ -4,7 +4,8 @@ Orders, parcels, refunds and escalation tickets live in a real SQLite database (
 centre of twelve articles is searchable (`kb`); five typed tools act on them (`tools`), guarded by
 the demo's principals and argument policies (`policies`); the answer is worded from the tools'
 results alone (`answers`). `app.build` wires it all into an `AgentSystem`; `requests` and
-``script.json`` are the demo's requests and the scripted model's plans for them.
+``script.json`` are the demo's requests and the scripted model's plans for them. `cascade` runs the
+demo on a model cascade and reports its saving against always-strong (``bastion demo --cascade``).
 """
 
 from bastion.demo.support.answers import compose_answer
