@@ -151,6 +151,34 @@ async def test_concurrent_appends_never_fork_the_chain(engine) -> None:
     assert verify(stored, key=KEY).ok
 
 
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_process_appends_through_one_connection_at_a_time_on_postgres(engine) -> None:
+    # Each append waits on the server for the advisory lock: were they all to wait there at
+    # once, they would hold every pooled connection and starve the process's other writes.
+    log = make_log(engine)
+    out, most = 0, 0
+
+    def checkout(*_: object) -> None:
+        nonlocal out, most
+        out += 1
+        most = max(most, out)
+
+    def checkin(*_: object) -> None:
+        nonlocal out
+        out -= 1
+
+    pool = engine.sync_engine.pool
+    sa.event.listen(pool, "checkout", checkout)
+    sa.event.listen(pool, "checkin", checkin)
+    try:
+        await asyncio.gather(*(log.append(entry(n)) for n in range(20)))
+    finally:
+        sa.event.remove(pool, "checkout", checkout)
+        sa.event.remove(pool, "checkin", checkin)
+    assert most == 1
+    assert [r.seq for r in await log.read_chain()] == list(range(20))
+
+
 async def test_two_logs_on_one_database_never_fork_the_chain(engines) -> None:
     # Each log has its own lock and engine, as two processes would: the database must serialise.
     first, second = (make_log(e) for e in engines)

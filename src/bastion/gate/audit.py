@@ -475,6 +475,10 @@ class SqlAuditLog(AuditLog):
         self._checkpoint_file = checkpoint_file
         self._every = checkpoint_every
         self._writes = TransactionRunner(engine)
+        #: On PostgreSQL, this process's appends take turns before they take a connection: each
+        #: waits for the advisory lock on the server, and many waiting there at once would hold
+        #: every connection of the pool. (On SQLite the one writer thread takes them in turn.)
+        self._turns = asyncio.Lock()
 
     async def append(self, entry: AuditEntry) -> None:
         held = _HELD_BACK.get()
@@ -504,7 +508,12 @@ class SqlAuditLog(AuditLog):
             conn.execute(_INSERT, [_columns(row) for row in rows])
             return rows
 
-        for row in await self._writes.run(write):
+        if self._engine.dialect.name == "sqlite":
+            rows = await self._writes.run(write)
+        else:
+            async with self._turns:
+                rows = await self._writes.run(write)
+        for row in rows:
             if (row.seq + 1) % self._every == 0:
                 await self._checkpoint(row.seq + 1, row.mac)
 
