@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import sqlite3
 import subprocess
@@ -201,19 +200,10 @@ def test_a_refund_above_the_cap_pauses_is_approved_from_another_process_and_comp
 
 
 @pytest.fixture
-def in_process(monkeypatch, tmp_path) -> Iterator[Path]:
-    data = tmp_path / "data"
-    monkeypatch.setenv("BASTION_DATA_DIR", str(data))
+def in_process(cli_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`cli_data`, with the demo's scripted model."""
     monkeypatch.setenv("BASTION_MODEL__NAME", f"scripted:{SCRIPT_PATH}")
-    monkeypatch.setenv("BASTION_DURABLE__ENABLED", "false")
-    monkeypatch.delenv("BASTION_API_KEY", raising=False)
-    logger = logging.getLogger("bastion")
-    handlers, level = list(logger.handlers), logger.level
-    yield data
-    for handler in logger.handlers:
-        if handler not in handlers:
-            handler.close()
-    logger.handlers, logger.level = handlers, level
+    return cli_data
 
 
 def _key(capsys, *args: str) -> str:
