@@ -21,19 +21,35 @@ from bastion.gate.audit import SqlAuditLog
 from bastion.gate.interface import AuditEntry
 from bastion.storage.engine import create_engine
 
+_INSERTS = ("INSERT INTO audit_entries", 'INSERT INTO "audit_entries"')
+
 
 async def main(url: str, key: bytes, count: int, tag: str, hang_at: int | None) -> None:
     engine = create_engine(url)
     current = {"n": -1}
 
+    def hang() -> None:
+        print("inserted", flush=True)
+        sys.stdin.readline()
+
     def hang_after_insert(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        # Runs where the append's transaction runs (SQLite: the writer thread; PostgreSQL: the
-        # event loop): blocking here keeps the row inserted and the transaction open.
-        if statement.startswith("INSERT INTO audit_entries") and current["n"] == hang_at:
-            print("inserted", flush=True)
-            sys.stdin.readline()
+        # PostgreSQL: runs on the event loop, where the append's transaction runs; blocking here
+        # keeps the row inserted and the transaction open.
+        if statement.startswith(_INSERTS) and current["n"] == hang_at:
+            hang()
+
+    def trace_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        # SQLite: the writer thread runs the insert on the driver's cursor, past SQLAlchemy's
+        # events; the driver's trace sees the COMMIT begin, right after the row went in.
+        def trace(statement: str) -> None:
+            if statement.startswith("COMMIT") and current["n"] == hang_at:
+                hang()
+
+        if url.startswith("sqlite"):
+            dbapi_connection.set_trace_callback(trace)
 
     event.listen(sa.Engine, "after_cursor_execute", hang_after_insert)
+    event.listen(sa.Engine, "connect", trace_sqlite)
     log = SqlAuditLog(engine=engine, key=key)
     try:
         for n in range(count):

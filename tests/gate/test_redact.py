@@ -244,3 +244,31 @@ def test_declared_fields_quoted_in_free_text_are_hidden():
     assert redactor.text("PIN_CODE: 1234;") == f"PIN_CODE: {REDACTED};"
     assert redactor.text("an iban is required") == "an iban is required"
     assert Redactor().text("iban=DE89370400440532013000") == "iban=DE89370400440532013000"
+
+
+def test_a_value_with_nothing_to_hide_is_given_back_itself():
+    """Callers (`bastion.gate.redacting`) skip copying a record when redacting changed nothing."""
+    redactor = Redactor()
+    clean = {"order": "A-1", "items": [{"sku": "x", "qty": 2}], "note": "ok"}
+    assert redactor.value(clean) is clean
+    text = "an ordinary sentence"
+    assert redactor.value(text) is text
+    # Anything hidden, or a shape that changes (a tuple becomes a list): a new value.
+    secret = {"order": "A-1", "meta": {"api_key": "k"}}
+    hidden = redactor.value(secret)
+    assert hidden is not secret
+    assert hidden["meta"] == {"api_key": REDACTED}
+    assert secret["meta"] == {"api_key": "k"}  # the original untouched
+    shaped = {"pair": (1, 2)}
+    assert redactor.value(shaped) == {"pair": [1, 2]}
+    assert redactor.value(shaped) is not shaped
+
+
+def test_short_texts_are_cleaned_once_and_long_ones_every_time():
+    redactor = Redactor(known_secrets=["hunter2-very-secret"])
+    short = "pw hunter2-very-secret"
+    assert redactor.text(short) == "pw [redacted]"
+    assert redactor.text(short) == "pw [redacted]"  # from the cache: the same answer
+    long = "x" * 500 + " hunter2-very-secret"
+    assert redactor.text(long).endswith("[redacted]")
+    assert Redactor().text(short) == short  # each redactor has its own cache and secrets

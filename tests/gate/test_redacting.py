@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -172,3 +173,29 @@ async def test_budget_denials_are_audited_at_admission_and_reservation():
         ("budget", "deny", "c1", "run_q", "reserve"),
     ]
     assert "daily budget of c1 is spent" in audit.entries[0].reason
+
+
+def test_a_record_with_nothing_to_hide_is_kept_as_it_is_and_one_with_a_secret_is_copied():
+    from bastion.gate.redacting import redact_event, redact_plan, redact_record
+
+    redactor = Redactor()
+    step = PlanStep(step_id=1, description="look up", tool_name="lookup", tool_args={"o": "A-1"})
+    record = StepRecord(
+        step=step,
+        status=StepStatus.SUCCESS,
+        outcome=ToolOutcome(ok=True, value={"status": "shipped"}),
+        verdict=Verdict(passed=True, reason="fine"),
+    )
+    assert redact_record(redactor, record) is record
+    plan = AgentPlan(steps=(step,), reasoning="plain")
+    assert redact_plan(redactor, plan) is plan
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    event = RunEvent(run_id="r", seq=1, kind=EventKind.STEP_FINISHED, at=at, data={"a": 1})
+    assert redact_event(redactor, event) is event
+
+    leaky = replace(record, outcome=ToolOutcome(ok=True, value={"token": CANARY}))
+    hidden = redact_record(redactor, leaky)
+    assert hidden is not leaky
+    assert hidden.outcome.value == {"token": REDACTED}
+    assert hidden.step is step  # the parts with nothing to hide are shared
+    assert leaky.outcome.value == {"token": CANARY}

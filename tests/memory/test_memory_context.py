@@ -154,7 +154,7 @@ async def test_context_reads_across_pages(memory, clock):
     assert context.omitted_turns == 0
 
 
-async def test_context_reads_only_what_it_needs(memory, clock, db_engine):
+async def test_context_reads_only_what_it_needs(memory, clock):
     for n in range(50):
         await _exchange(memory, clock, f"q{n:02d}", f"a{n:02d}")
     statements: list[tuple[str, Any]] = []
@@ -163,11 +163,12 @@ async def test_context_reads_only_what_it_needs(memory, clock, db_engine):
         if "session_turns" in statement:
             statements.append((" ".join(statement.split()), parameters))
 
-    sa.event.listen(db_engine.sync_engine, "before_cursor_execute", record)
+    # Every engine: on SQLite the reads run on the memory's own read connections.
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)
     try:
         context = await memory.load_context(_request("next"), token_budget=20)
     finally:
-        sa.event.remove(db_engine.sync_engine, "before_cursor_execute", record)
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
     assert len(context.turns) == 4
     (page, count) = statements
     assert "ORDER BY session_turns.id DESC LIMIT" in page[0]

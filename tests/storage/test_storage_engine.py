@@ -276,7 +276,7 @@ class _ScriptedCursor:
 )
 def test_losing_the_race_to_switch_to_wal_is_fine(mode_after_losing, tries):
     cursor = _ScriptedCursor(mode_after_losing)
-    engine_module._switch_to_wal(cursor)
+    engine_module.switch_to_wal(cursor)
     assert cursor.executed.count("PRAGMA journal_mode=WAL") == tries
     assert "PRAGMA journal_mode" in cursor.executed
 

@@ -131,3 +131,33 @@ async def test_a_cancelled_caller_does_not_undo_its_write_and_close_waits_for_it
     finally:
         await runner.aclose()
     assert await rows(engine) == {7: "kept"}
+
+
+async def test_a_write_sqlite_refuses_at_once_as_locked_is_run_again_whole(engine):
+    """The writer talks to SQLite's cursor directly (``BEGIN IMMEDIATE``, savepoints), so the
+    driver's own "database is locked" must be retried like SQLAlchemy's."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("the writer thread is SQLite's")
+    import sqlite3
+
+    refusals = {"left": 2}
+
+    def flaky(conn: sa.Connection) -> int:
+        conn.execute(sa.insert(_T).values(k=7, v="x"))
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return 7
+
+    def fails(conn: sa.Connection) -> None:
+        raise sqlite3.OperationalError("no such table: nowhere")
+
+    runner = TransactionRunner(engine)
+    try:
+        assert await runner.run(flaky) == 7
+        with pytest.raises(sqlite3.OperationalError, match="no such table"):
+            await runner.run(fails)  # not a lock: raised at once, not tried again
+    finally:
+        await runner.aclose()
+    assert refusals["left"] == 0
+    assert await rows(engine) == {7: "x"}

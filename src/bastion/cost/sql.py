@@ -61,6 +61,7 @@ from bastion.cost.transactions import (
     RELEASED,
     SETTLED,
     Settled,
+    Totals,
     create_counters,
     free_holds,
     hold_tx,
@@ -74,6 +75,7 @@ from bastion.models.interface import ChatRequest, Usage
 from bastion.settings import CostSettings
 from bastion.storage.engine import upsert
 from bastion.storage.migrations import migrate
+from bastion.storage.reads import ReadRunner
 from bastion.storage.tables import cost_reservations
 from bastion.storage.writes import TransactionRunner
 
@@ -118,6 +120,7 @@ class SqlCostController(CostController):
         self._started = False
         self._last_reconcile: datetime | None = None
         self._writes: TransactionRunner | None = None
+        self._reads = ReadRunner(engine)
         #: PostgreSQL: the engine in autocommit, for the one-statement steps (None on SQLite).
         self._autocommit: AsyncEngine | None = None
         #: Those statements under way (`aclose` waits for them).
@@ -139,6 +142,7 @@ class SqlCostController(CostController):
         """Wait for the writes under way and stop the ledger's writer. Safe to call twice."""
         if self._in_flight:
             await asyncio.wait(list(self._in_flight))
+        await self._reads.aclose()
         if self._writes is not None:
             await self._writes.aclose()
             self._writes = None
@@ -215,16 +219,25 @@ class SqlCostController(CostController):
             limit_usd=request.max_budget_usd,
         )
         budgets = self._budgets(request.run_id, run, now)
-        t = cost_reservations
-        async with (self._autocommit or self._engine).connect() as connection:
-            totals = await connection.run_sync(read_counters, [b.key for b in budgets])
-            found = await connection.execute(sa.select(t.c.id).where(t.c.run_id == request.run_id))
-            run.recorded = {rid for (rid,) in found}
-            missing = [b.key for b in budgets if b.key not in totals]
-            if missing and self._autocommit is not None:
-                # PostgreSQL's one-statement hold cannot lock a counter it creates (the row is
-                # not in its snapshot): create the run's counters now, not at its first call.
-                await connection.run_sync(create_counters, missing, now)
+        keys = [b.key for b in budgets]
+        recorded = sa.select(cost_reservations.c.id).where(
+            cost_reservations.c.run_id == request.run_id
+        )
+
+        def read(connection: sa.Connection) -> tuple[Totals, set[str]]:
+            return read_counters(connection, keys), set(connection.scalars(recorded))
+
+        if self._autocommit is None:
+            totals, run.recorded = await self._reads.run(read)
+        else:
+            async with self._autocommit.connect() as connection:
+                totals, run.recorded = await connection.run_sync(read)
+                missing = [key for key in keys if key not in totals]
+                if missing:
+                    # PostgreSQL's one-statement hold cannot lock a counter it creates (the row
+                    # is not in its snapshot): create the run's counters now, not at its first
+                    # call.
+                    await connection.run_sync(create_counters, missing, now)
         for budget in budgets:
             settled, _ = totals.get(budget.key, (_ZERO, _ZERO))
             # A zero limit still admits the run: free (local) models fit in it.

@@ -5,13 +5,15 @@ through `bastion.storage.writes.TransactionRunner` (on SQLite, on the writer thr
 PostgreSQL, through ``run_sync``). They only read and write the database (a transaction SQLite
 refuses as locked is run again whole), and lock counter rows always in key order, so that two
 transactions never deadlock on PostgreSQL. The hot path's statements are built once, at import:
-building a SQLAlchemy statement (and its cache key) costs more CPU than SQLite spends running it.
-On PostgreSQL the hot path (a new hold, its settlement or release) is one statement instead
+building a SQLAlchemy statement (and its cache key) costs more CPU than SQLite spends running it;
+the most frequent ones are `Statement`s, which SQLite runs straight on its cursor. On PostgreSQL
+the hot path (a new hold, its settlement or release) is one statement instead
 (`bastion.cost.postgres`), under the same rules; the rest takes these transactions there too.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +24,8 @@ import sqlalchemy as sa
 
 from bastion.cost.windows import Budget, split_key
 from bastion.models.interface import Usage
-from bastion.storage.engine import insert_ignore, upsert
+from bastion.storage.engine import insert_ignore, insert_statement, update_statement, upsert
+from bastion.storage.statements import Statement
 from bastion.storage.tables import cost_counters, cost_reservations
 
 _ZERO = Decimal(0)
@@ -51,7 +54,6 @@ class Settled:
 
 
 _R, _C = cost_reservations, cost_counters
-_INSERT_RESERVATION = sa.insert(_R)
 _SETTLE = (
     sa.update(_R)
     .where(_R.c.id == sa.bindparam("b_id"), _R.c.status == HELD)
@@ -70,18 +72,8 @@ _READ_COUNTERS = sa.select(
     _C.c.scope, _C.c.subject, _C.c.period, _C.c.settled_usd, _C.c.reserved_usd
 ).where(_COUNTER_KEY.in_(sa.bindparam("b_keys", expanding=True)))
 _LOCK_COUNTERS = _READ_COUNTERS.order_by(_C.c.scope, _C.c.subject, _C.c.period).with_for_update()
-_WRITE_COUNTERS = (
-    sa.update(_C)
-    .where(
-        _C.c.scope == sa.bindparam("k_scope"),
-        _C.c.subject == sa.bindparam("k_subject"),
-        _C.c.period == sa.bindparam("k_period"),
-    )
-    .values(
-        settled_usd=sa.bindparam("v_settled", type_=_C.c.settled_usd.type),
-        reserved_usd=sa.bindparam("v_reserved", type_=_C.c.reserved_usd.type),
-        updated_at=sa.bindparam("v_at", type_=_C.c.updated_at.type),
-    )
+_WRITE_COUNTERS = update_statement(
+    _C, ("settled_usd", "reserved_usd", "updated_at"), keys=("scope", "subject", "period")
 )
 
 
@@ -122,7 +114,7 @@ def hold_tx(
         row = {**row, "status": DENIED, "reason": reason, "amount_usd": _ZERO, "closed_at": now}
     if found is None:
         # A plain insert: a row already there would be a second live run with this id.
-        connection.execute(_INSERT_RESERVATION, row)
+        insert_statement(_R, tuple(row)).execute(connection, row)
     else:
         connection.execute(upsert(connection, t, row, keys=["id"]))
     return amount if denial is None else str(row["reason"])
@@ -188,12 +180,35 @@ def read_counters(connection: sa.Connection, keys: Sequence[str], *, lock: bool 
     """The counters `keys` that exist (locked on PostgreSQL with `lock`)."""
     if not keys:
         return {}
-    query = _LOCK_COUNTERS if lock else _READ_COUNTERS
-    rows = connection.execute(query, {"b_keys": [split_key(k) for k in keys]}).all()
+    parts = [split_key(k) for k in keys]
+    if connection.dialect.name == "sqlite":  # no row locks there (the writer holds the file's)
+        params = {
+            f"{name}{i}": value
+            for i, part in enumerate(parts)
+            for name, value in zip("sjp", part, strict=True)
+        }
+        found = _counters_by_key(len(parts)).rows(connection, params)
+    else:
+        query = _LOCK_COUNTERS if lock else _READ_COUNTERS
+        found = list(connection.execute(query, {"b_keys": parts}).all())
     return {
-        f"{r.scope}|{r.subject}|{r.period}": (Decimal(r.settled_usd), Decimal(r.reserved_usd))
-        for r in rows
+        f"{scope}|{subject}|{period}": (Decimal(settled), Decimal(reserved))
+        for scope, subject, period, settled, reserved in found
     }
+
+
+@functools.cache
+def _counters_by_key(count: int) -> Statement:
+    """`_READ_COUNTERS` for `count` keys as SQL text (SQLite: run straight on its cursor)."""
+    match = " OR ".join(
+        f"(scope = :s{i} AND subject = :j{i} AND period = :p{i})" for i in range(count)
+    )
+    return Statement(
+        sa.text(
+            "SELECT scope, subject, period, settled_usd, reserved_usd FROM cost_counters "
+            f"WHERE {match}"
+        )
+    )
 
 
 def _lock_counters(connection: sa.Connection, keys: Sequence[str], now: datetime) -> Totals:
@@ -236,12 +251,12 @@ def _write_counters(connection: sa.Connection, totals: Totals, now: datetime) ->
                 "k_scope": scope,
                 "k_subject": subject,
                 "k_period": period,
-                "v_settled": settled,
-                "v_reserved": reserved,
-                "v_at": now,
+                "settled_usd": settled,
+                "reserved_usd": reserved,
+                "updated_at": now,
             }
         )
-    connection.execute(_WRITE_COUNTERS, params)
+    _WRITE_COUNTERS.execute(connection, params)
 
 
 def free_holds(

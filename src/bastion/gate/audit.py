@@ -54,6 +54,8 @@ from bastion.clock import Clock
 from bastion.gate.checkpoints import Checkpoint, append_checkpoint, make_checkpoint
 from bastion.gate.interface import AuditEntry, AuditLog, Stage
 from bastion.gate.redact import Redactor, clean
+from bastion.storage.engine import insert_statement
+from bastion.storage.statements import Statement
 from bastion.storage.tables import audit_entries
 from bastion.storage.writes import TransactionRunner
 
@@ -497,15 +499,15 @@ class SqlAuditLog(AuditLog):
             # on PostgreSQL): the head it reads is the head it extends, across processes.
             if conn.dialect.name == "postgresql":
                 conn.execute(_PG_LOCK, {"key": _PG_LOCK_KEY})
-            last = conn.execute(_HEAD).one_or_none()
-            size, prev = (0, GENESIS) if last is None else (int(last.seq) + 1, str(last.mac))
+            last = _HEAD_ROW.rows(conn)
+            size, prev = (int(last[0][0]) + 1, str(last[0][1])) if last else (0, GENESIS)
             rows = []
             for seq, entry in enumerate(entries, start=size):
                 rows.append(
                     link(self._key, seq=seq, prev_mac=prev, entry=entry, redactor=self._redactor)
                 )
                 prev = rows[-1].mac
-            conn.execute(_INSERT, [_columns(row) for row in rows])
+            _INSERT.execute(conn, [_columns(row) for row in rows])
             return rows
 
         if self._engine.dialect.name == "sqlite":
@@ -590,7 +592,23 @@ _HEAD = (
     .order_by(audit_entries.c.seq.desc())
     .limit(1)
 )
-_INSERT = sa.insert(audit_entries)
+#: `_HEAD` as text, run straight on SQLite's cursor by the hot path (`append_many`).
+_HEAD_ROW = Statement(sa.text("SELECT seq, mac FROM audit_entries ORDER BY seq DESC LIMIT 1"))
+_INSERT = insert_statement(
+    audit_entries,
+    (
+        "seq",
+        "at",
+        "action",
+        "decision",
+        "principal_id",
+        "run_id",
+        "tool_name",
+        "body",
+        "prev_mac",
+        "mac",
+    ),
+)
 _PG_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
 
 

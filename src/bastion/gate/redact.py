@@ -25,6 +25,7 @@ handlers it is added to.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -92,6 +93,10 @@ _PAIRS = re.compile(
 # letters or a decimal point: tracking numbers such as "JJD0099001234567" are not cards.
 _CARD = re.compile(r"(?<![\w.])[2-6](?:[ \-]?\d){12,18}(?![\w]|\.\d)")
 _MIN_KNOWN_SECRET_CHARS = 8
+#: `Redactor.text` remembers its answers for texts up to this long, this many of them (a few
+#: hundred KiB at most): the short strings of a run's records repeat from step to step.
+_CACHED_TEXT_CHARS = 128
+_CACHED_TEXTS = 2048
 
 
 def luhn_valid(digits: str) -> bool:
@@ -105,6 +110,7 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+@functools.lru_cache(maxsize=4096)  # keys repeat (a run's records use a few dozen names)
 def looks_secret(key: str) -> bool:
     """Whether a mapping key names something that must not be shown (``api_key``, ...)."""
     words = [w.lower() for w in _WORD.findall(key)]
@@ -112,6 +118,7 @@ def looks_secret(key: str) -> bool:
     return any(w in _SECRET_WORDS for w in words) or any(p in _SECRET_WORDS for p in pairs)
 
 
+@functools.lru_cache(maxsize=4096)
 def _normal_key(key: str) -> str:
     return _NOT_ALNUM.sub("", key.lower())
 
@@ -119,7 +126,8 @@ def _normal_key(key: str) -> str:
 class Redactor:
     """Hides secrets in texts and in JSON-like values; see the module docstring for what.
 
-    Safe to share between tasks and threads: it holds no mutable state.
+    Safe to share between tasks and threads: its only mutable state is a bounded cache of the
+    short texts it has already cleaned (the same answer every time: the patterns never change).
 
     Args:
         secret_fields: names of fields the app declares secret (``"iban"``, ``"pin_code"``);
@@ -146,6 +154,7 @@ class Redactor:
             if known
             else None
         )
+        self._short_text = functools.lru_cache(maxsize=_CACHED_TEXTS)(self._clean_text)
 
     def is_secret_key(self, key: str) -> bool:
         """Whether the value under `key` is hidden whole."""
@@ -153,6 +162,11 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """`text` with every secret it contains replaced by ``[redacted]``."""
+        if len(text) <= _CACHED_TEXT_CHARS:  # names, kinds, statuses: cleaned once
+            return self._short_text(text)
+        return self._clean_text(text)
+
+    def _clean_text(self, text: str) -> str:
         if self._known is not None:
             text = self._known.sub(REDACTED, text)
         text = _PAIRS.sub(_pair_replacement, text)
@@ -165,17 +179,26 @@ class Redactor:
         """`value` with secrets hidden: strings scanned, values under secret keys replaced whole.
 
         Mappings become dicts and tuples lists (the JSON shapes); every other type is kept as it
-        is, except an integer that is a card number, which becomes ``[redacted]``.
+        is, except an integer that is a card number, which becomes ``[redacted]``. Where nothing
+        changes (no secret, already a plain dict, list or str), `value` itself is returned, not a
+        copy: callers tell "nothing to hide" by identity.
         """
         if isinstance(value, str):
-            return self.text(value)
+            text = self.text(value)
+            return value if text == value else text
         if isinstance(value, Mapping):
-            return {
+            cleaned = {
                 k: REDACTED if isinstance(k, str) and self.is_secret_key(k) else self.value(v)
                 for k, v in value.items()
             }
+            if type(value) is dict and all(cleaned[k] is v for k, v in value.items()):
+                return value
+            return cleaned
         if isinstance(value, (list, tuple)):
-            return [self.value(v) for v in value]
+            items = [self.value(v) for v in value]
+            if type(value) is list and all(a is b for a, b in zip(items, value, strict=True)):
+                return value
+            return items
         if isinstance(value, int) and not isinstance(value, bool) and value > 10**12:
             digits = str(value)
             if _CARD.fullmatch(digits) and luhn_valid(digits):

@@ -38,6 +38,7 @@ from bastion.messages import (
     AgentPlan,
     AgentRequest,
     AgentResponse,
+    PlanStep,
     Principal,
     RunEvent,
     RunStatus,
@@ -49,42 +50,65 @@ from bastion.models.interface import ChatModel, ChatRequest, Usage
 
 
 def redact_plan(redactor: Redactor, plan: AgentPlan) -> AgentPlan:
-    """`plan` with its reasoning and every step's description, args, result and error redacted."""
-    return replace(
-        plan,
-        reasoning=redactor.text(plan.reasoning),
-        steps=tuple(
-            replace(
-                step,
-                description=redactor.text(step.description),
-                tool_args=redactor.value(step.tool_args),
-                result=redactor.value(step.result),
-                error=None if step.error is None else redactor.text(step.error),
-            )
-            for step in plan.steps
-        ),
-    )
+    """`plan` with its reasoning and every step's description, args, result and error redacted.
+
+    Like every function here, it gives back the object itself where redacting changed nothing
+    (most records hold no secret): no copy, no re-validation.
+    """
+    reasoning = redactor.text(plan.reasoning)
+    steps = tuple(redact_step(redactor, step) for step in plan.steps)
+    if reasoning == plan.reasoning and all(a is b for a, b in zip(steps, plan.steps, strict=True)):
+        return plan
+    return replace(plan, reasoning=reasoning, steps=steps)
+
+
+def redact_step(redactor: Redactor, step: PlanStep) -> PlanStep:
+    """`step` with its description, args, result and error redacted."""
+    description = redactor.text(step.description)
+    args = redactor.value(step.tool_args)
+    result = redactor.value(step.result)
+    error = None if step.error is None else redactor.text(step.error)
+    if _same(
+        description, step.description, args, step.tool_args, result, step.result, error, step.error
+    ):
+        return step
+    return replace(step, description=description, tool_args=args, result=result, error=error)
 
 
 def redact_record(redactor: Redactor, record: StepRecord) -> StepRecord:
     """`record` with its step, outcome (value and error) and verdict reason redacted."""
     outcome: ToolOutcome | None = record.outcome
     if outcome is not None:
-        outcome = replace(
-            outcome,
-            value=redactor.value(outcome.value),
-            error=None if outcome.error is None else redactor.text(outcome.error),
-        )
+        value = redactor.value(outcome.value)
+        error = None if outcome.error is None else redactor.text(outcome.error)
+        if not _same(value, outcome.value, error, outcome.error):
+            outcome = replace(outcome, value=value, error=error)
     verdict: Verdict | None = record.verdict
     if verdict is not None:
-        verdict = replace(verdict, reason=redactor.text(verdict.reason))
-    [step] = redact_plan(redactor, AgentPlan(steps=(record.step,), reasoning="")).steps
+        reason = redactor.text(verdict.reason)
+        if reason != verdict.reason:
+            verdict = replace(verdict, reason=reason)
+    step = redact_step(redactor, record.step)
+    if step is record.step and outcome is record.outcome and verdict is record.verdict:
+        return record
     return replace(record, step=step, outcome=outcome, verdict=verdict)
 
 
 def redact_event(redactor: Redactor, event: RunEvent) -> RunEvent:
     """`event` with its data redacted."""
-    return replace(event, data=redactor.value(event.data))
+    data = redactor.value(event.data)
+    return event if _same(data, event.data) else replace(event, data=data)
+
+
+def _same(*pairs: Any) -> bool:
+    """Whether each (redacted, original) pair in `pairs` is unchanged.
+
+    `Redactor.value` returns what it was given where it changed nothing; texts compare equal.
+    """
+    return all(
+        new is old or (type(new) is str and new == old)
+        for new, old in zip(pairs[::2], pairs[1::2], strict=True)
+    )
 
 
 def redact_response(redactor: Redactor, response: AgentResponse) -> AgentResponse:

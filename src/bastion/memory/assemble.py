@@ -41,6 +41,7 @@ from bastion.memory.summaries import (
 from bastion.messages import AgentRequest
 from bastion.models.interface import ChatModel
 from bastion.storage.engine import begin_write
+from bastion.storage.reads import ReadRunner
 from bastion.storage.tables import session_turns
 
 logger = logging.getLogger(__name__)
@@ -98,8 +99,12 @@ async def assemble(
     *,
     clock: Clock,
     model: ChatModel | None = None,
+    reads: ReadRunner | None = None,
 ) -> MemoryContext:
     """The request's context within ``plan.token_budget - plan.reserved_tokens``.
+
+    `reads` runs the summary's and the turns' reads together (one snapshot, one hand-off on
+    SQLite); without it they run on a connection of `engine`.
 
     Raises:
         ValueError: a budget is negative.
@@ -114,17 +119,26 @@ async def assemble(
     chosen_facts, fact_tokens = fit_facts(candidates, int(available * FACTS_SHARE))
     rest = available - fact_tokens
     where = {"session_id": request.session_id, "user_id": request.user_id}
-    async with engine.connect() as connection:
-        stored = await read_summary(connection, **where)
-        summary, summary_tokens = _shown(stored, rest)
+
+    def read(connection: sa.Connection) -> tuple[StoredSummary | None, MemoryContext]:
+        stored = read_summary(connection, **where)
+        _, summary_tokens = _shown(stored, rest)
         after = stored.through_turn_id if stored is not None else None
-        recent = await read_context(
+        recent = read_context(
             connection,
             token_budget=rest - summary_tokens,
             after_id=after,
             since=plan.turns_since,
             **where,
         )
+        return stored, recent
+
+    if reads is not None:
+        stored, recent = await reads.run(read)
+    else:
+        async with engine.connect() as connection:
+            stored, recent = await connection.run_sync(read)
+    summary, summary_tokens = _shown(stored, rest)
     covered = stored.turns_covered if stored is not None else 0
     if recent.omitted_turns and model is not None:
         folded = await _fold(engine, plan, stored, rest, model=model, clock=clock)
@@ -174,12 +188,14 @@ async def _fold(
     after = stored.through_turn_id if stored is not None else None
     t = session_turns.c
     async with engine.connect() as connection:
-        window = await read_context(
-            connection,
-            token_budget=max(0, (rest - allowance) // 2),
-            after_id=after,
-            since=plan.turns_since,
-            **where,
+        window = await connection.run_sync(
+            lambda sync: read_context(
+                sync,
+                token_budget=max(0, (rest - allowance) // 2),
+                after_id=after,
+                since=plan.turns_since,
+                **where,
+            )
         )
         oldest_kept = window.turns[0].turn_id if window.turns else None
         query = sa.select(t.id, t.role, t.content, t.at, t.run_id).where(

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 # One estimate for the whole runtime: the Cost Controller's (bytes / 3, 4 tokens a message).
 from bastion.cost.tokens import BYTES_PER_TOKEN, TOKENS_PER_MESSAGE
@@ -62,8 +61,8 @@ def fit_newest(newest_first: Sequence[Turn], token_budget: int) -> tuple[tuple[T
     return tuple(chosen), used
 
 
-async def read_context(
-    connection: AsyncConnection,
+def read_context(
+    connection: sa.Connection,
     *,
     session_id: str,
     user_id: str,
@@ -102,7 +101,7 @@ async def read_context(
         query = sa.select(t.id, t.role, t.content, t.at, t.run_id).where(*mine)
         if before is not None:
             query = query.where(t.id < before)
-        rows = (await connection.execute(query.order_by(t.id.desc()).limit(limit))).all()
+        rows = connection.execute(query.order_by(t.id.desc()).limit(limit)).all()
         page = [
             Turn(role=r.role, content=r.content, at=r.at, run_id=r.run_id, turn_id=r.id)
             for r in rows
@@ -112,7 +111,7 @@ async def read_context(
         used += tokens
         if len(fitted) < len(page):
             count = sa.select(sa.func.count()).where(*mine, t.id <= rows[len(fitted)].id)
-            omitted = int(await connection.scalar(count) or 0)
+            omitted = int(connection.scalar(count) or 0)
             break
         if len(rows) < limit:
             omitted = 0

@@ -60,9 +60,13 @@ from bastion.storage.engine import (
     begin_write,
     create_engine,
     insert_ignore_statement,
+    insert_statement,
+    update_statement,
     upsert_statement,
 )
 from bastion.storage.migrations import migrate
+from bastion.storage.reads import ReadRunner
+from bastion.storage.statements import Statement
 from bastion.storage.tables import run_events, run_plans, run_steps, runs, session_turns
 from bastion.storage.writes import TransactionRunner
 
@@ -102,7 +106,10 @@ class SqlMemory(MemoryManager):
         self._engine = engine
         self._clock = clock
         self._owns_engine = owns_engine
-        self._facts = facts or SqlFacts(engine=engine, clock=clock, ttl_s=fact_ttl_s)
+        self._reads = ReadRunner(engine)
+        self._facts = facts or SqlFacts(
+            engine=engine, clock=clock, ttl_s=fact_ttl_s, reads=self._reads
+        )
         self._turn_ttl_s = turn_ttl_s
         self._facts_limit = facts_limit
         self._started = False
@@ -160,6 +167,7 @@ class SqlMemory(MemoryManager):
         writes, self._writes = self._writes, None
         if writes is not None:
             await writes.aclose()
+        await self._reads.aclose()
         if self._owns_engine:
             await self._engine.dispose()
 
@@ -189,7 +197,9 @@ class SqlMemory(MemoryManager):
             facts_limit=self._facts_limit,
             turns_since=self._turns_cutoff(),
         )
-        return await assemble(self._engine, self._facts, plan, clock=self._clock, model=model)
+        return await assemble(
+            self._engine, self._facts, plan, clock=self._clock, model=model, reads=self._reads
+        )
 
     # -- long-term facts and retention ---------------------------------------------------------
 
@@ -262,13 +272,12 @@ class SqlMemory(MemoryManager):
         }
 
         def write(connection: sa.Connection) -> None:
-            already = connection.scalar(_TURN_OF_RUN, {"run_id": request.run_id})
-            if already is not None:
+            if _TURN_OF_RUN.rows(connection, {"run_id": request.run_id}):
                 return
             # Two statements, not one executemany, so that the answer's id is surely the higher.
-            connection.execute(_INSERT_TURN, {"role": "user", "content": request.message, **common})
-            connection.execute(
-                _INSERT_TURN, {"role": "assistant", "content": response.message, **common}
+            _INSERT_TURN.execute(connection, {"role": "user", "content": request.message, **common})
+            _INSERT_TURN.execute(
+                connection, {"role": "assistant", "content": response.message, **common}
             )
 
         await self._write(write)
@@ -299,9 +308,10 @@ class SqlMemory(MemoryManager):
             "total_cost_usd": Decimal(0),
         }
         rows = _event_rows(events)
+        columns = tuple(row)
 
         def write(connection: sa.Connection) -> None:
-            connection.execute(_INSERT_RUN, row)
+            insert_statement(runs, columns).execute(connection, row)
             self._insert_events(connection, rows)
 
         try:
@@ -354,8 +364,8 @@ class SqlMemory(MemoryManager):
         rows = _event_rows(events)
 
         def write(connection: sa.Connection) -> None:
-            result = connection.execute(_UPDATE_RUN, {"key_run_id": run_id, **values})
-            if result.rowcount == 0:
+            update = update_statement(runs, tuple(values), keys=("run_id",))
+            if update.execute(connection, {**values, "k_run_id": run_id}) == 0:
                 raise ValueError(f"cannot update run {run_id!r}: no such run (create_run it first)")
             self._insert_events(connection, rows)
 
@@ -496,7 +506,7 @@ class SqlMemory(MemoryManager):
 
     def _insert_events(self, connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            connection.execute(_INSERT_EVENTS, rows)
+            _INSERT_EVENTS.execute(connection, rows)
 
     async def _upsert(
         self,
@@ -511,7 +521,7 @@ class SqlMemory(MemoryManager):
         columns = tuple(row)
 
         def write(connection: sa.Connection) -> None:
-            connection.execute(upsert_statement(table, columns, keys=tuple(keys)), row)
+            upsert_statement(table, columns, keys=tuple(keys)).execute(connection, row)
             self._insert_events(connection, rows)
 
         try:
@@ -533,16 +543,13 @@ class SqlMemory(MemoryManager):
         return ValueError(f"cannot save {what} for run(s) {sorted(run_ids)}: {otherwise}")
 
 
-_TURN_OF_RUN = (
-    sa.select(session_turns.c.id).where(session_turns.c.run_id == sa.bindparam("run_id")).limit(1)
+_TURN_OF_RUN = Statement(sa.text("SELECT id FROM session_turns WHERE run_id = :run_id LIMIT 1"))
+_INSERT_TURN = insert_statement(
+    session_turns, ("session_id", "user_id", "at", "run_id", "role", "content")
 )
-_INSERT_TURN = sa.insert(session_turns)
-_INSERT_RUN = sa.insert(runs)
 _INSERT_EVENTS = insert_ignore_statement(
     run_events, ("run_id", "seq", "kind", "at", "data"), keys=("run_id", "seq")
 )
-#: ``UPDATE runs SET <the parameters' columns> WHERE run_id = :key_run_id``.
-_UPDATE_RUN = sa.update(runs).where(runs.c.run_id == sa.bindparam("key_run_id"))
 
 
 def _event_rows(events: Sequence[RunEvent]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from bastion.clock import Clock
 from bastion.memory.facts import Fact, FactSource, FactStore, check_fact, query_terms
 from bastion.storage.engine import begin_write
+from bastion.storage.reads import ReadRunner
 from bastion.storage.tables import memory_facts
 
 _F = memory_facts.c
@@ -34,14 +35,27 @@ class SqlFacts(FactStore):
         engine: a database migrated to v6 or later (the Memory Manager's `start` does it).
         clock: stamps facts and decides what has expired.
         ttl_s: how long a new fact is kept; None keeps it until deleted.
+        reads: runs the searches (one hand-off each on SQLite); its own if None.
     """
 
-    def __init__(self, *, engine: AsyncEngine, clock: Clock, ttl_s: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        ttl_s: float | None = None,
+        reads: ReadRunner | None = None,
+    ) -> None:
         if ttl_s is not None and ttl_s <= 0:
             raise ValueError(f"ttl_s must be positive or None, got {ttl_s}")
         self._engine = engine
         self._clock = clock
         self._ttl_s = ttl_s
+        self._reads = reads or ReadRunner(engine)
+
+    async def aclose(self) -> None:
+        """Close the connections the searches keep (see `ReadRunner`). Safe to repeat."""
+        await self._reads.aclose()
 
     async def remember(
         self,
@@ -94,17 +108,20 @@ class SqlFacts(FactStore):
         terms = query_terms(query)
         if not terms:
             return []
-        async with self._engine.connect() as connection:
-            if connection.dialect.name == "sqlite":
-                return await self._search_sqlite(connection, user_id, terms, limit)
-            return await self._search_postgres(connection, user_id, terms, limit)
+        if self._engine.dialect.name == "sqlite":
+            return await self._reads.run(
+                lambda connection: self._search_sqlite(connection, user_id, terms, limit)
+            )
+        return await self._reads.run(
+            lambda connection: self._search_postgres(connection, user_id, terms, limit)
+        )
 
-    async def _search_sqlite(
-        self, connection: AsyncConnection, user_id: str, terms: list[str], limit: int
+    def _search_sqlite(
+        self, connection: sa.Connection, user_id: str, terms: list[str], limit: int
     ) -> list[Fact]:
         # Each term quoted: FTS5 then reads it as a string, never as an operator or a column.
         match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-        rows = await connection.execute(
+        rows = connection.execute(
             sa.text(
                 "SELECT f.id, f.user_id, f.content, f.source, f.created_at, f.expires_at,"
                 " bm25(memory_facts_fts) AS bm25"
@@ -119,8 +136,8 @@ class SqlFacts(FactStore):
         )
         return [_fact(row, score=-float(row.bm25)) for row in rows]
 
-    async def _search_postgres(
-        self, connection: AsyncConnection, user_id: str, terms: list[str], limit: int
+    def _search_postgres(
+        self, connection: sa.Connection, user_id: str, terms: list[str], limit: int
     ) -> list[Fact]:
         # Terms are \w+ words, so quoting each makes a valid tsquery whatever they spell.
         tsquery = sa.func.to_tsquery(
@@ -128,7 +145,7 @@ class SqlFacts(FactStore):
         )
         vector = sa.func.to_tsvector(sa.literal_column("'english'"), _F.content)
         rank = sa.func.ts_rank(vector, tsquery).label("rank")
-        rows = await connection.execute(
+        rows = connection.execute(
             sa.select(memory_facts, rank)
             .where(_F.user_id == user_id, vector.op("@@")(tsquery), self._live())
             .order_by(rank.desc(), _F.id.desc())
@@ -138,14 +155,15 @@ class SqlFacts(FactStore):
 
     async def recent(self, user_id: str, *, limit: int = 5) -> list[Fact]:
         _check_limit(limit)
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(
-                sa.select(memory_facts)
-                .where(_F.user_id == user_id, self._live())
-                .order_by(_F.created_at.desc(), _F.id.desc())
-                .limit(limit)
-            )
-            return [_fact(row) for row in rows]
+        query = (
+            sa.select(memory_facts)
+            .where(_F.user_id == user_id, self._live())
+            .order_by(_F.created_at.desc(), _F.id.desc())
+            .limit(limit)
+        )
+        return await self._reads.run(
+            lambda connection: [_fact(row) for row in connection.execute(query)]
+        )
 
     async def forget_facts(self, user_id: str) -> int:
         async with begin_write(self._engine) as connection:

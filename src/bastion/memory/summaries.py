@@ -79,15 +79,13 @@ async def summarise(model: ChatModel, previous: str | None, turns: Sequence[Turn
     return text if len(text) <= MAX_SUMMARY_CHARS else text[: MAX_SUMMARY_CHARS - 1] + "…"
 
 
-async def read_summary(
-    connection: AsyncConnection, *, user_id: str, session_id: str
+def read_summary(
+    connection: sa.Connection, *, user_id: str, session_id: str
 ) -> StoredSummary | None:
     """The session's stored summary, or None."""
     s = memory_summaries.c
-    row = (
-        await connection.execute(
-            sa.select(memory_summaries).where(s.user_id == user_id, s.session_id == session_id)
-        )
+    row = connection.execute(
+        sa.select(memory_summaries).where(s.user_id == user_id, s.session_id == session_id)
     ).one_or_none()
     return None if row is None else _stored(row)
 

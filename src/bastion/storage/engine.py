@@ -21,6 +21,7 @@ tuning and the URL rules live in one place:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import sqlite3
@@ -35,8 +36,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import Pool
 
 from bastion.errors import ConfigError
+from bastion.storage.statements import Statement
 
 SQLITE_DRIVER = "sqlite+aiosqlite"
 POSTGRES_DRIVER = "postgresql+asyncpg"
@@ -154,7 +157,7 @@ def _prepare_sqlite_file(parsed: URL, url: str) -> None:
     try:
         connection = sqlite3.connect(path, timeout=5.0, isolation_level=None)
         try:
-            _switch_to_wal(connection.cursor())
+            switch_to_wal(connection.cursor())
         finally:
             connection.close()
     except sqlite3.Error as exc:
@@ -171,7 +174,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         try:
             for pragma in SQLITE_PRAGMAS:
                 if pragma == _WAL:
-                    _switch_to_wal(cursor)
+                    switch_to_wal(cursor)
                 else:
                     cursor.execute(pragma)
         finally:
@@ -183,7 +186,8 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def _switch_to_wal(cursor: Any) -> None:
+def switch_to_wal(cursor: Any) -> None:
+    """Switch a SQLite file to WAL through `cursor`, also when other connections race to do it."""
     try:
         cursor.execute(_WAL)
     except sqlite3.OperationalError:
@@ -262,13 +266,13 @@ def insert_ignore(
 @functools.cache
 def upsert_statement(
     table: sa.Table, columns: tuple[str, ...], *, keys: tuple[str, ...]
-) -> sa.TextClause:
-    """`upsert` for rows of `columns`, built once: execute it with the row as parameters.
+) -> Statement:
+    """`upsert` for rows of `columns`, built once: ``.execute(connection, row)`` it.
 
     Written as SQL text with typed parameters because SQLAlchemy cannot cache the compiled form
     of its dialect-specific ``ON CONFLICT`` constructs (they recompile on every execution, about
-    a quarter of a millisecond each): a text statement is cached like any other. SQLite (3.24+)
-    and PostgreSQL read the same text.
+    a quarter of a millisecond each); a `Statement` compiles it once and, on SQLite, runs it
+    straight on the cursor. SQLite (3.24+) and PostgreSQL read the same text.
     """
     updates = ", ".join(f"{_quote(c)} = excluded.{_quote(c)}" for c in columns if c not in keys)
     return _insert_on_conflict(table, columns, keys, f"DO UPDATE SET {updates}")
@@ -277,24 +281,51 @@ def upsert_statement(
 @functools.cache
 def insert_ignore_statement(
     table: sa.Table, columns: tuple[str, ...], *, keys: tuple[str, ...]
-) -> sa.TextClause:
+) -> Statement:
     """`insert_ignore` for rows of `columns`, built once and cached (see `upsert_statement`).
 
-    Execute it with the rows as parameters.
+    ``.execute(connection, rows)`` it.
     """
     return _insert_on_conflict(table, columns, keys, "DO NOTHING")
 
 
+@functools.cache
+def insert_statement(table: sa.Table, columns: tuple[str, ...]) -> Statement:
+    """A plain ``INSERT`` of rows of `columns` into `table`, built once: ``.execute`` it."""
+    return Statement(_insert_text(table, columns, ""))
+
+
+@functools.cache
+def update_statement(
+    table: sa.Table, columns: tuple[str, ...], *, keys: tuple[str, ...]
+) -> Statement:
+    """``UPDATE`` `columns` of the rows of `table` whose `keys` match, built once.
+
+    ``.execute(connection, params)`` it: the new values under the columns' names, the keys' values
+    under ``k_`` and the key's name (``{"status": ..., "k_run_id": ...}``); it returns the number
+    of rows changed.
+    """
+    if not columns or not keys:
+        raise ValueError("an update needs at least one column and one key")
+    sets = ", ".join(f"{_quote(c)} = :{c}" for c in columns)
+    where = " AND ".join(f"{_quote(k)} = :k_{k}" for k in keys)
+    sql = f"UPDATE {_quote(table.name)} SET {sets} WHERE {where}"
+    binds = [sa.bindparam(c, type_=table.c[c].type) for c in columns]
+    binds += [sa.bindparam(f"k_{k}", type_=table.c[k].type) for k in keys]
+    return Statement(sa.text(sql).bindparams(*binds))
+
+
 def _insert_on_conflict(
     table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...], action: str
-) -> sa.TextClause:
+) -> Statement:
+    conflict = ", ".join(_quote(k) for k in keys)
+    return Statement(_insert_text(table, columns, f" ON CONFLICT ({conflict}) {action}"))
+
+
+def _insert_text(table: sa.Table, columns: tuple[str, ...], tail: str) -> sa.TextClause:
     names = ", ".join(_quote(c) for c in columns)
     values = ", ".join(f":{c}" for c in columns)
-    conflict = ", ".join(_quote(k) for k in keys)
-    sql = (
-        f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({values}) "
-        f"ON CONFLICT ({conflict}) {action}"
-    )
+    sql = f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({values}){tail}"
     return sa.text(sql).bindparams(*(sa.bindparam(c, type_=table.c[c].type) for c in columns))
 
 
@@ -321,4 +352,49 @@ def upsert(
     """
     if connection.dialect.name not in ("sqlite", "postgresql"):
         raise ConfigError(f"upsert is not implemented for the {connection.dialect.name!r} dialect")
-    return upsert_statement(table, tuple(row), keys=tuple(keys)).bindparams(**row)
+    return upsert_statement(table, tuple(row), keys=tuple(keys)).clause.bindparams(**row)
+
+
+def sync_sqlite_engine(
+    engine: AsyncEngine, *, begin: str, pool: type[Pool], **pool_options: int
+) -> sa.Engine:
+    """A synchronous engine on `engine`'s SQLite file, its connections tuned as `engine`'s are.
+
+    For work done whole on a thread of its own (`bastion.storage.writes`,
+    `bastion.storage.reads`): one hand-off to that thread instead of one per statement.
+
+    Args:
+        engine: the async engine (a SQLite one).
+        begin: the statement that begins its transactions (``"BEGIN IMMEDIATE"`` for writes,
+            ``"BEGIN"`` for reads that must see one snapshot).
+        pool: its pool class (`StaticPool`: one connection; `QueuePool`: a few).
+        pool_options: passed to `sa.create_engine` (``pool_size``, ``max_overflow``).
+    """
+    url = engine.url.set(drivername="sqlite")
+    sync = sa.create_engine(
+        url, poolclass=pool, connect_args={"check_same_thread": False}, **pool_options
+    )
+
+    @event.listens_for(sync, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN (module docstring)
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                # Only the switch to WAL can fail (locked); `create_engine` switched the file
+                # to WAL when the async engine was made, so it is on already.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(sync, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # Straight on the cursor (a statement through SQLAlchemy costs far more).
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(begin)
+        finally:
+            cursor.close()
+
+    return sync

@@ -40,12 +40,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
-from bastion.storage.engine import SQLITE_PRAGMAS, begin_write
+from bastion.storage.engine import begin_write, sync_sqlite_engine
 
 T = TypeVar("T")
 
@@ -113,6 +112,11 @@ class _Job(Generic[T]):
         self.future: asyncio.Future[T] = self.loop.create_future()
 
 
+#: A group's per-job savepoint (see `_Writer._commit`).
+_SAVEPOINT = "SAVEPOINT bastion_job"
+_ROLLBACK_TO = "ROLLBACK TO SAVEPOINT bastion_job"
+_RELEASE = "RELEASE SAVEPOINT bastion_job"
+
 #: Put on a writer's queue to stop its thread once the jobs before it are done.
 _STOP = object()
 
@@ -127,7 +131,8 @@ class _Writer:
         self.engine = engine  # held: its id keys the registry, so it must outlive the entry
         self.users = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._sync = _sync_sqlite_engine(engine)
+        # One connection, made and used on the writer's one thread.
+        self._sync = sync_sqlite_engine(engine, begin="BEGIN IMMEDIATE", pool=StaticPool)
         #: The writer's one connection, opened on its thread and kept (a checkout per write
         #: would cost more than most writes).
         self._connection: sa.Connection | None = None
@@ -189,19 +194,26 @@ class _Writer:
                 return [(False, exc)]
 
         def group(connection: sa.Connection) -> list[tuple[bool, Any]]:
+            # Savepoints straight on the cursor: SQLAlchemy's own (`begin_nested`) cost two
+            # compiled statements a job, and the functions never make savepoints themselves.
+            cursor = connection.connection.cursor()
             outcomes: list[tuple[bool, Any]] = []
-            for job in jobs:
-                savepoint = connection.begin_nested()
-                try:
-                    value = job.fn(connection)
-                except Exception as exc:
-                    savepoint.rollback()
-                    if _locked(exc):
-                        raise  # the whole group again (see _transact)
-                    outcomes.append((False, exc))
-                else:
-                    savepoint.commit()
-                    outcomes.append((True, value))
+            try:
+                for job in jobs:
+                    cursor.execute(_SAVEPOINT)
+                    try:
+                        value = job.fn(connection)
+                    except Exception as exc:
+                        cursor.execute(_ROLLBACK_TO)
+                        cursor.execute(_RELEASE)
+                        if _locked(exc):
+                            raise  # the whole group again (see _transact)
+                        outcomes.append((False, exc))
+                    else:
+                        cursor.execute(_RELEASE)
+                        outcomes.append((True, value))
+            finally:
+                cursor.close()
             return outcomes
 
         try:
@@ -216,7 +228,7 @@ class _Writer:
                 connection = self._connect()
                 with connection.begin():
                     return fn(connection)
-            except OperationalError as exc:
+            except (OperationalError, sqlite3.OperationalError) as exc:
                 # As `begin_write`: a few SQLite states refuse a write at once instead of waiting
                 # for the busy timeout. The transaction was rolled back: run it again.
                 if not _locked(exc) or attempt >= _LOCKED_RETRIES:
@@ -237,7 +249,8 @@ os.register_at_fork(after_in_child=_Writer._registry.clear)
 
 
 def _locked(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and "locked" in str(exc)
+    # The driver's own error where the writer talks to the cursor directly (`BEGIN IMMEDIATE`).
+    return isinstance(exc, (OperationalError, sqlite3.OperationalError)) and "locked" in str(exc)
 
 
 def _deliver(jobs: list[_Job[Any]], outcomes: list[tuple[bool, Any]]) -> None:
@@ -268,28 +281,3 @@ def _settle(items: list[tuple[_Job[Any], bool, Any]]) -> None:
 def _set_result(future: asyncio.Future[None], value: None) -> None:
     if not future.done():
         future.set_result(value)
-
-
-def _sync_sqlite_engine(engine: AsyncEngine) -> sa.Engine:
-    url = engine.url.set(drivername="sqlite")
-    # One connection, made and used on the writer's one thread.
-    sync = sa.create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
-
-    @event.listens_for(sync, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, see storage.engine
-        cursor = dbapi_connection.cursor()
-        try:
-            for pragma in SQLITE_PRAGMAS:
-                # Only the switch to WAL can fail (locked); `create_engine` switched the file
-                # to WAL when the async engine was made, so it is on already.
-                with contextlib.suppress(sqlite3.OperationalError):
-                    cursor.execute(pragma)
-        finally:
-            cursor.close()
-
-    @event.listens_for(sync, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return sync

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from bastion.errors import ConfigError
+from bastion.storage.engine import switch_to_wal
 
 #: Bumped whenever the schema or the seed changes; stored in SQLite's ``user_version``.
 SCHEMA_VERSION = 1
@@ -264,7 +265,9 @@ def ensure_database(path: Path) -> Path:
         with connect(path) as conn:
             # WAL lets the tools read while a refund is being written; the mode is stored in
             # the file, so setting it on every call is cheap and harmless.
-            conn.execute("PRAGMA journal_mode = WAL")
+            # Several processes switching a new file at once: the losers are told "locked"
+            # at once (SQLite calls no busy handler there); `switch_to_wal` copes.
+            switch_to_wal(conn.cursor())
             with write_transaction(conn):
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
