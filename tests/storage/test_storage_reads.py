@@ -114,3 +114,17 @@ async def test_a_cancelled_caller_is_cancelled_at_once(engine):
 
 def _sqlite(engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+async def test_reads_do_not_depend_on_the_loops_default_executor(engine):
+    """DBOS replaces the loop's default executor and shuts it down when it stops: reads (and
+    closing the runner) must go on regardless."""
+    if not _sqlite(engine):
+        pytest.skip("the read threads are SQLite's")
+    reads = ReadRunner(engine)
+    await asyncio.get_running_loop().shutdown_default_executor()
+    try:
+        assert await reads.run(values) == ["a", "b"]
+    finally:
+        await reads.aclose()
+    assert not [t for t in threading.enumerate() if t.name.startswith("bastion-reads")]

@@ -122,16 +122,7 @@ class SqlFacts(FactStore):
         # Each term quoted: FTS5 then reads it as a string, never as an operator or a column.
         match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
         rows = connection.execute(
-            sa.text(
-                "SELECT f.id, f.user_id, f.content, f.source, f.created_at, f.expires_at,"
-                " bm25(memory_facts_fts) AS bm25"
-                " FROM memory_facts_fts JOIN memory_facts f ON f.id = memory_facts_fts.rowid"
-                " WHERE memory_facts_fts MATCH :match AND f.user_id = :user_id"
-                " AND (f.expires_at IS NULL OR f.expires_at > :now)"
-                " ORDER BY bm25, f.id DESC LIMIT :limit"
-            )
-            .bindparams(sa.bindparam("now", type_=_F.expires_at.type))
-            .columns(_F.id, _F.user_id, _F.content, _F.source, _F.created_at, _F.expires_at),
+            _SEARCH_SQLITE,
             {"match": match, "user_id": user_id, "now": self._clock.now(), "limit": limit},
         )
         return [_fact(row, score=-float(row.bm25)) for row in rows]
@@ -155,14 +146,9 @@ class SqlFacts(FactStore):
 
     async def recent(self, user_id: str, *, limit: int = 5) -> list[Fact]:
         _check_limit(limit)
-        query = (
-            sa.select(memory_facts)
-            .where(_F.user_id == user_id, self._live())
-            .order_by(_F.created_at.desc(), _F.id.desc())
-            .limit(limit)
-        )
+        params = {"user_id": user_id, "now": self._clock.now(), "limit": limit}
         return await self._reads.run(
-            lambda connection: [_fact(row) for row in connection.execute(query)]
+            lambda connection: [_fact(row) for row in connection.execute(_RECENT, params)]
         )
 
     async def forget_facts(self, user_id: str) -> int:
@@ -179,6 +165,32 @@ class SqlFacts(FactStore):
 
     def _live(self) -> sa.ColumnElement[bool]:
         return sa.or_(_F.expires_at.is_(None), _F.expires_at > self._clock.now())
+
+
+#: `SqlFacts.search`'s query on SQLite, built once.
+_SEARCH_SQLITE = (
+    sa.text(
+        "SELECT f.id, f.user_id, f.content, f.source, f.created_at, f.expires_at,"
+        " bm25(memory_facts_fts) AS bm25"
+        " FROM memory_facts_fts JOIN memory_facts f ON f.id = memory_facts_fts.rowid"
+        " WHERE memory_facts_fts MATCH :match AND f.user_id = :user_id"
+        " AND (f.expires_at IS NULL OR f.expires_at > :now)"
+        " ORDER BY bm25, f.id DESC LIMIT :limit"
+    )
+    .bindparams(sa.bindparam("now", type_=_F.expires_at.type))
+    .columns(_F.id, _F.user_id, _F.content, _F.source, _F.created_at, _F.expires_at)
+)
+
+#: `SqlFacts.recent`'s query, built once (building it per call cost more than running it).
+_RECENT = (
+    sa.select(memory_facts)
+    .where(
+        _F.user_id == sa.bindparam("user_id"),
+        sa.or_(_F.expires_at.is_(None), _F.expires_at > sa.bindparam("now")),
+    )
+    .order_by(_F.created_at.desc(), _F.id.desc())
+    .limit(sa.bindparam("limit"))
+)
 
 
 async def delete_facts(connection: AsyncConnection, *where: sa.ColumnElement[bool]) -> int:

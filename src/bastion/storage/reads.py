@@ -6,9 +6,10 @@ connection's return to the pool is a hand-off to the driver's thread and back: a
 one-statement read, measured at several milliseconds a run on a loaded 2-core machine. A
 `ReadRunner` runs the whole read as a plain function of a synchronous `sa.Connection`:
 
-* SQLite: on a thread of the event loop's default executor, in one transaction (``BEGIN``, so
-  every statement sees the same snapshot; WAL readers never wait for the writer), over a small
-  pool of connections of its own to the same file, tuned as every connection is
+* SQLite: on one of the runner's own threads (not the loop's default executor, which a
+  library such as DBOS may replace and shut down), in one transaction (``BEGIN``, so every
+  statement sees the same snapshot; WAL readers never wait for the writer), over connections of
+  its own to the same file, tuned as every connection is
   (`bastion.storage.engine.sync_sqlite_engine`): one hand-off there and one back;
 * PostgreSQL: through `AsyncConnection.run_sync` on the event loop (asyncpg is async all the way).
 
@@ -19,8 +20,10 @@ the read itself finishes on its thread and its result is dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -31,8 +34,8 @@ from bastion.storage.engine import sync_sqlite_engine
 
 T = TypeVar("T")
 
-#: Connections a runner keeps to a SQLite file (reads beyond these wait for one to be free).
-POOL_SIZE = 4
+#: Threads, and connections, a runner keeps for a SQLite file (reads beyond wait their turn).
+THREADS = 2
 
 
 class ReadRunner:
@@ -45,6 +48,7 @@ class ReadRunner:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sync: sa.Engine | None = None
+        self._threads: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     async def run(self, fn: Callable[[sa.Connection], T]) -> T:
@@ -56,23 +60,46 @@ class ReadRunner:
         if self._engine.dialect.name != "sqlite":
             async with self._engine.connect() as connection:
                 return await connection.run_sync(fn)
-        return await asyncio.get_running_loop().run_in_executor(None, self._read, fn)
-
-    def _read(self, fn: Callable[[sa.Connection], T]) -> T:
-        with self._connect() as connection, connection.begin():
-            return fn(connection)
-
-    def _connect(self) -> sa.Connection:
         with self._lock:
-            if self._sync is None:
+            if self._threads is None:
                 self._sync = sync_sqlite_engine(
-                    self._engine, begin="BEGIN", pool=QueuePool, pool_size=POOL_SIZE
+                    self._engine, begin="BEGIN", pool=QueuePool, pool_size=THREADS
                 )
-            return self._sync.connect()
+                self._threads = ThreadPoolExecutor(THREADS, thread_name_prefix="bastion-reads")
+            sync, threads = self._sync, self._threads
+        assert sync is not None
+        return await asyncio.get_running_loop().run_in_executor(threads, _read, sync, fn)
 
     async def aclose(self) -> None:
-        """Close the runner's connections. Safe to repeat; a runner used again reconnects."""
+        """Stop the runner's threads and close its connections, after the reads under way.
+
+        Safe to repeat; a runner used again starts again.
+        """
         with self._lock:
             sync, self._sync = self._sync, None
-        if sync is not None:
-            sync.dispose()
+            threads, self._threads = self._threads, None
+        if threads is None or sync is None:
+            return
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[None] = loop.create_future()
+
+        def stop() -> None:  # on a thread of its own: the loop's default executor may be gone
+            try:
+                threads.shutdown(wait=True)
+                sync.dispose()
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(_done, stopped)
+
+        threading.Thread(target=stop, name="bastion-reads-stop", daemon=True).start()
+        await stopped
+
+
+def _read(sync: sa.Engine, fn: Callable[[sa.Connection], T]) -> T:
+    with sync.connect() as connection, connection.begin():
+        return fn(connection)
+
+
+def _done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
