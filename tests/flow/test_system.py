@@ -427,3 +427,13 @@ async def test_per_step_fallback_tool_is_used(make_harness):
     assert response.plan is not None
     assert response.plan.steps[0].tool_name == "backup"
     assert "fallback" in h.kinds()
+
+
+async def test_the_event_loop_still_runs_threads_after_a_system_stops(make_harness):
+    """DBOS replaces the loop's default executor and shuts it down when it stops; a system that
+    stopped must leave the loop able to run `asyncio.to_thread` (a server's next system, a test's
+    next fixture)."""
+    async with make_harness([plan(("get_order", {"order_id": "A1"}))], [get_order]) as h:
+        response = await h.ask("Where is A1?")
+        assert response.status is RunStatus.COMPLETED
+    assert await asyncio.to_thread(lambda: 42) == 42

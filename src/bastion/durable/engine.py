@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,12 @@ class DurableEngine:
         try:
             self._teardown()
         finally:
+            # DBOS made its own thread pool this loop's default executor (for `asyncio.to_thread`)
+            # and `destroy` shut it down: without a working one back, every later
+            # `to_thread` on this loop fails ("cannot schedule new futures after shutdown").
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(thread_name_prefix="asyncio")
+            )
             try:
                 await self.registry.stop()
             except Exception:
