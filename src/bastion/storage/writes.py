@@ -131,7 +131,6 @@ class _Writer:
         self.engine = engine  # held: its id keys the registry, so it must outlive the entry
         self.users = 0
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # One connection, made and used on the writer's one thread.
         self._sync = sync_sqlite_engine(engine, begin="BEGIN IMMEDIATE", pool=StaticPool)
         #: The writer's one connection, opened on its thread and kept (a checkout per write
         #: would cost more than most writes).
