@@ -1,13 +1,15 @@
 """Checkpoint cost per step of durable execution, against the same run in process.
 
-Usage: ``python bench/durable_steps.py [--repeats 7] [--steps 20] [--backend sqlite|postgres|all]``
+Usage: ``python bench/durable_steps.py [--repeats 7] [--steps 20] [--runs 3]
+[--backend sqlite|postgres|all]``
 
 A run whose plan has ``--steps`` trivial async tool calls runs end to end through `AgentSystem`
-(gate, cost controller, breakers, evaluator, audit all on) with durable execution off, then on
-SQLite (WAL, synchronous=NORMAL) and on PostgreSQL; configurations are interleaved and repeated.
-The per-step checkpoint cost is (durable - in process) / steps. For PostgreSQL it is also given
-as a ratio to one synchronous commit (an INSERT committed on its own, measured in the same run).
-Prints a JSON line per configuration and a summary line.
+(gate, cost controller, breakers, evaluator, audit all on), on each backend with durable execution
+off and on: SQLite (WAL, synchronous=NORMAL) and PostgreSQL. Configurations are interleaved and
+repeated; each sample is the mean of ``--runs`` runs after a warm-up run. The per-step checkpoint
+cost is (durable - in process, on the same database) / steps: what durability adds. For
+PostgreSQL it is also given as a ratio to one synchronous commit (an INSERT committed on its own,
+measured in the same run). Prints a JSON line with the summary.
 """
 
 from __future__ import annotations
@@ -50,10 +52,20 @@ def _plan(steps: int) -> str:
     )
 
 
-async def _one(config: str, steps: int, data_dir: Path, pg_url: str | None) -> float:
-    durable = {"enabled": config != "in-process", "polling_interval_s": 0.05}
+#: Each configuration: (database, durable).
+CONFIGS = {
+    "in-process": ("sqlite", False),
+    "sqlite": ("sqlite", True),
+    "postgres-in-process": ("postgres", False),
+    "postgres": ("postgres", True),
+}
+
+
+async def _one(config: str, steps: int, runs: int, data_dir: Path, pg_url: str | None) -> float:
+    database, enabled = CONFIGS[config]
+    durable = {"enabled": enabled, "polling_interval_s": 0.05}
     extra: dict[str, Any] = {}
-    if config == "postgres":
+    if database == "postgres":
         extra["memory"] = {"database_url": pg_url}
     settings = load_settings(
         data_dir=data_dir,
@@ -69,10 +81,11 @@ async def _one(config: str, steps: int, data_dir: Path, pg_url: str | None) -> f
     async with system:
         await system.run(AgentRequest(user_id="b", session_id="warm", message="go"))  # warm-up
         started = time.perf_counter()
-        response = await system.run(AgentRequest(user_id="b", session_id="s", message="go"))
+        for i in range(runs):
+            response = await system.run(AgentRequest(user_id="b", session_id=f"s{i}", message="go"))
+            assert response.ok, response
         elapsed = time.perf_counter() - started
-    assert response.ok, response
-    return elapsed
+    return elapsed / runs
 
 
 def _sync_commit_ms(pg_url: str, n: int = 200) -> float:
@@ -90,13 +103,14 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3, help="runs per sample (their mean)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all")
     args = parser.parse_args()
     configs = ["in-process"]
     if args.backend in ("sqlite", "all"):
         configs.append("sqlite")
     if args.backend in ("postgres", "all"):
-        configs.append("postgres")
+        configs += ["postgres-in-process", "postgres"]
     pg_name = pg_url = None
     if "postgres" in configs:
         import psycopg
@@ -113,7 +127,9 @@ async def main() -> int:
             random.Random(r).shuffle(order)  # interleaved, in a different order each round
             for config in order:
                 with tempfile.TemporaryDirectory() as tmp:
-                    times[config].append(await _one(config, args.steps, Path(tmp), pg_url))
+                    times[config].append(
+                        await _one(config, args.steps, args.runs, Path(tmp), pg_url)
+                    )
             if pg_url:
                 commits.append(_sync_commit_ms(pg_url))
     finally:
@@ -122,16 +138,20 @@ async def main() -> int:
 
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'drop database if exists "{pg_name}" with (force)')
-    base = statistics.median(times["in-process"])
     summary: dict[str, Any] = {
         "bench": "durable_steps",
         "steps": args.steps,
         "repeats": args.repeats,
+        "runs_per_sample": args.runs,
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
-        "in_process_run_ms": round(base * 1000, 2),
     }
-    for config in configs[1:]:
+    for config in configs:
+        summary[f"{config}_run_ms"] = round(statistics.median(times[config]) * 1000, 2)
+    for config, baseline in (("sqlite", "in-process"), ("postgres", "postgres-in-process")):
+        if config not in times:
+            continue
+        base = statistics.median(times[baseline])
         per_step = [(t - base) / args.steps * 1000 for t in times[config]]
         summary[f"{config}_checkpoint_ms_per_step"] = {
             "median": round(statistics.median(per_step), 3),

@@ -7,7 +7,7 @@ worker, kills it with SIGKILL once or twice at random moments, restarts it, and 
 run is terminal. A run that finds, on recovery, that its (non-idempotent) email call was cut off
 pauses for an operator; the harness answers as an operator would: ``skip`` if the email is in the
 outbox (it was sent), ``retry`` if not. Then it counts, from the tools' own execution log joined
-with DBOS's checkpoints:
+with the runs' checkpoints (the journal):
 
 * lost completed steps: a tool or model execution that started after its step's checkpoint;
 * repeated model calls: the same, for model calls;

@@ -3,7 +3,7 @@
 Each run plans (one model call), then looks an order up (no side effects), refunds it (a side
 effect, idempotent by key), emails the customer (a side effect that is NOT idempotent) and looks
 the order up again. Every execution of a tool or of the model is logged, with the DBOS workflow and
-step it ran as, to a SQLite file the harness reads (``K9_LOG``), so that it can tell a step that
+the journal step it ran as, to a SQLite file the harness reads (``K9_LOG``), so that it can tell a step that
 ran again after its checkpoint (a lost completed step) from one that was simply interrupted.
 """
 
@@ -20,6 +20,7 @@ from typing import Any
 from dbos import DBOS
 
 from bastion import AgentSystem, Principal, ToolContext, tool
+from bastion.durable.steps import current_step
 from bastion.models.interface import ChatModel, ChatRequest, ChatResponse, Usage
 from bastion.settings import Settings
 
@@ -50,7 +51,7 @@ def _start(kind: str, name: str, key: str) -> int:
         cur = conn.execute(
             "insert into executions (workflow_id, step_id, kind, name, key, started_ms)"
             " values (?, ?, ?, ?, ?, ?)",
-            (DBOS.workflow_id, DBOS.step_id, kind, name, key, _now_ms()),
+            (DBOS.workflow_id, current_step(), kind, name, key, _now_ms()),
         )
         return int(cur.lastrowid or 0)
 

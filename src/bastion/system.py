@@ -270,7 +270,13 @@ class AgentSystem:
         if settings.durable.enabled:
             from bastion.durable import DurableEngine, steps
 
-            durable = DurableEngine(settings=settings, store=engine, clock=clock)
+            durable = DurableEngine(
+                settings=settings,
+                store=engine,
+                clock=clock,
+                checkpoint_key=wiring.durable_key,
+                redact=wiring.redactor.json,
+            )
             gate = steps.DurableGate(gate)
             checkpoints = steps.DurableCheckpoints(redact=wiring.redactor.json)
             recovery, model = steps.DurableRecovery(recovery), steps.DurableChatModel(model)

@@ -162,6 +162,7 @@ async def test_the_engine_stops_a_process_whose_runs_were_taken_over(engine, tmp
         settings=Settings(data_dir=tmp_path, durable={"executor_id": "slow"}),
         store=engine,
         clock=clock,
+        checkpoint_key=bytes(32),
         on_fenced=lambda: fenced.append("stopped"),
     )
     durable.serve_queue = False

@@ -64,9 +64,14 @@ def script(tmp_path: Path, token: str, iban: str) -> str:
 
 
 def everything_stored(data: Path) -> str:
-    """Every row of every table of Bastion's database, and every file in the data directory."""
-    with sqlite3.connect(data / "bastion.db") as db:
-        dump = "\n".join(db.iterdump())
+    """Every row of every table of Bastion's database and of DBOS's (durable runs' workflows),
+    and every log file in the data directory."""
+    dumps = []
+    for name in ("bastion.db", "dbos.sqlite"):
+        if (data / name).exists():
+            with sqlite3.connect(data / name) as db:
+                dumps.append("\n".join(db.iterdump()))
+    dump = "\n".join(dumps)
     files = [
         p.read_text(errors="replace")
         for p in data.iterdir()

@@ -51,6 +51,7 @@ def test_every_bastion_table_is_in_the_one_metadata():
         "memory_facts",
         "memory_summaries",
         "approvals",
+        "durable_steps",
     }
 
 

@@ -2,14 +2,15 @@
 
 Built on DBOS's client, which talks only to the system database: it never launches DBOS, so it
 never recovers (and then abandons) runs the way a short-lived process launching DBOS would. The
+runs' step checkpoints are read from Bastion's database (`bastion.durable.journal`). The
 CLI's ``runs``, ``run --detach`` and ``worker`` plumbing, and later the HTTP API, go through it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,15 +22,18 @@ from dbos._error import DBOSNonExistentWorkflowError
 from bastion.durable import codec
 from bastion.durable.engine import (
     APP_NAME,
+    DBOS_STEP_VERSIONS,
     RUN_QUEUE,
     WORKFLOW_VERSION,
     sqlite_engine,
     system_database_url,
 )
+from bastion.durable.journal import Journal
 from bastion.durable.workflow import WORKFLOW_NAME
 from bastion.errors import ConfigError
 from bastion.messages import AgentRequest
 from bastion.settings import Settings
+from bastion.storage.engine import create_engine
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,12 +160,25 @@ class DurableAdmin:
 
         Raises:
             KeyError: no unfinished run has this id.
+            ConfigError: the run was started by a Bastion that checkpointed its steps in DBOS
+                (workflow versions 1 and 2), which this one cannot replay.
         """
 
         def go() -> None:
             with self._client() as client:
                 status = client._sys_db.tables.workflow_status
                 with client._sys_db.engine.begin() as connection:
+                    version = connection.execute(
+                        sa.select(status.c.application_version).where(
+                            status.c.workflow_uuid == run_id
+                        )
+                    ).scalar()
+                    if version in DBOS_STEP_VERSIONS:
+                        raise ConfigError(
+                            f"run {run_id} was started by an earlier Bastion ({version}) whose "
+                            "checkpoints this version cannot replay: finish it with that version, "
+                            "or cancel it"
+                        )
                     found = connection.execute(
                         sa.update(status)
                         .where(status.c.workflow_uuid == run_id)
@@ -179,10 +196,10 @@ class DurableAdmin:
 
         A run's checkpoints hold its request and each step's output: a user who is forgotten
         (``bastion memory forget``) must be gone from them too. Returns how many runs' records
-        were deleted (with their steps, messages and events).
+        were deleted (with their journaled steps, messages and events).
         """
 
-        def go() -> int:
+        def go() -> list[str]:
             with self._client(migrate=True) as client:
                 status = client._sys_db.tables.workflow_status
                 wanted = set(run_ids)
@@ -203,27 +220,38 @@ class DurableAdmin:
                     ]
                 if found:
                     client.delete_workflows(found, delete_children=True)
-                return len(found)
+                return found
 
-        return await asyncio.to_thread(go)
+        found = await asyncio.to_thread(go)
+        async with self._journal() as journal:
+            await journal.forget(found)
+        return len(found)
 
     async def steps(self, run_id: str) -> list[dict[str, Any]]:
         """The run's checkpointed steps: id, name, start and completion (epoch ms)."""
+        async with self._journal() as journal:
+            found = await journal.steps(run_id)
+        return [
+            {
+                "step_id": entry.seq,
+                "name": entry.name,
+                "started_ms": entry.started_ms,
+                "completed_ms": entry.completed_ms,
+            }
+            for entry in found
+        ]
 
-        def go() -> list[dict[str, Any]]:
-            with self._client() as client:
-                found = client.list_workflow_steps(run_id, load_output=False)
-            return [
-                {
-                    "step_id": s["function_id"],
-                    "name": s["function_name"],
-                    "started_ms": s["started_at_epoch_ms"],
-                    "completed_ms": s["completed_at_epoch_ms"],
-                }
-                for s in found
-            ]
-
-        return await asyncio.to_thread(go)
+    @asynccontextmanager
+    async def _journal(self) -> AsyncIterator[Journal]:
+        engine = create_engine(self.settings.database_url)
+        journal = Journal(engine)
+        try:
+            yield journal
+        finally:
+            try:
+                await journal.aclose()
+            finally:
+                await engine.dispose()
 
     async def send(self, run_id: str, topic: str, message: dict[str, Any], *, key: str) -> None:
         """Deliver `message` to a run waiting on `topic`, once per `key` (retries are no-ops).

@@ -1,10 +1,13 @@
-"""JSON for everything Bastion hands DBOS: workflow inputs and results, and each step's output.
+"""JSON for everything a durable run stores: inputs, results and each step's output.
+
+Workflow inputs and results are stored by DBOS, step outputs by the journal
+(`bastion.durable.journal`).
 
 DBOS's default serializer is pickle: a code change can make old checkpoints unreadable, and a
-pickle is code, not data. Bastion stores JSON only (`JsonSerializer`), so each value crossing into
-DBOS is encoded here first, with one pydantic `TypeAdapter` per type on the dataclasses of
-`bastion.messages` (no parallel models). A step never raises through DBOS: an error it met is
-encoded as data (`encode_error`) and raised again, as the same class, by the wrapper that ran it.
+pickle is code, not data. Bastion stores JSON only (`JsonSerializer`), so each value is encoded
+here first, with one pydantic `TypeAdapter` per type on the dataclasses of `bastion.messages` (no
+parallel models). A step never raises through its checkpoint: an error it met is encoded as data
+(`encode_error`) and raised again, as the same class, by the wrapper that ran it.
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 A run is a DBOS workflow whose id is the run id (so starting the same run twice attaches to it);
 its model calls, tool calls, gate decisions, recovery decisions and sleeps are steps
-(`bastion.durable.steps`). DBOS keeps its checkpoints in its *system database*: SQLite on one
-machine, PostgreSQL when workers share the work. Bastion's run store (`SqlMemory`) stays the
-source of truth users see; it is written idempotently, so a replayed run leaves it as the first
-execution did.
+(`bastion.durable.steps`), checkpointed in Bastion's database (`bastion.durable.journal`, which
+says why not as DBOS steps). DBOS keeps the workflows themselves (status, queue, owner, messages)
+in its *system database*: SQLite on one machine, PostgreSQL when workers share the work.
+Bastion's run store (`SqlMemory`) stays the source of truth users see; it is written
+idempotently, so a replayed run leaves it as the first execution did.
 
 DBOS's sharp edges, and what is done about each here:
 
@@ -42,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bastion.clock import Clock
 from bastion.durable import codec, workflow
 from bastion.durable.codec import JsonSerializer
+from bastion.durable.journal import Journal
 from bastion.durable.workers import WorkerRegistry, auto_executor_id
 from bastion.durable.workflow import Runner
 from bastion.errors import BastionError, ConfigError
@@ -53,7 +55,10 @@ logger = logging.getLogger("bastion.durable")
 
 #: Bump when a change to the run loop changes the sequence of steps a run takes (see module doc).
 #: 2: approvals (request, wait, settle) and the loading of memory context are steps of their own.
-WORKFLOW_VERSION = "bastion-run-2"
+#: 3: steps are checkpointed in Bastion's journal, no longer as DBOS steps.
+WORKFLOW_VERSION = "bastion-run-3"
+#: Versions whose steps were DBOS steps: this version cannot replay them (`DurableAdmin.resume`).
+DBOS_STEP_VERSIONS = frozenset({"bastion-run-1", "bastion-run-2"})
 APP_NAME = "bastion"
 RUN_QUEUE = "bastion_runs"
 
@@ -128,6 +133,8 @@ class DurableEngine:
         settings: Settings,
         store: AsyncEngine,
         clock: Clock,
+        checkpoint_key: bytes,
+        redact: Callable[[Any], Any] | None = None,
         on_fenced: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -135,6 +142,10 @@ class DurableEngine:
         self.on_fenced = on_fenced or _exit_fenced
         self.url = system_database_url(settings)
         self.executor_id = settings.durable.executor_id or auto_executor_id()
+        #: Where the runs' steps are checkpointed (Bastion's database, not DBOS's).
+        self.journal = Journal(store, key=checkpoint_key)
+        #: Applied to each run's response before DBOS stores it (no secret in its plan's args).
+        self.redact = redact
         self.registry = WorkerRegistry(
             engine=store,
             clock=clock,
@@ -186,7 +197,7 @@ class DurableEngine:
                 "(DBOS allows one per process)"
             )
         await self.registry.register()
-        workflow.attach(runner)
+        workflow.attach(runner, self.journal, redact=self.redact)
         self._runner = runner
         self.stopping = False
         _route_dbos_logs()
@@ -281,6 +292,8 @@ class DurableEngine:
                 await self.registry.stop()
             except Exception:
                 logger.exception("could not record the stop of executor %r", self.executor_id)
+            finally:
+                await self.journal.aclose()
 
     def _teardown(self) -> None:
         try:
@@ -315,13 +328,10 @@ class DurableEngine:
             try:
                 data = await handle.get_result()
             except DBOSAwaitedWorkflowCancelledError:
-                return AgentResponse(
-                    run_id=request.run_id,
-                    status=RunStatus.CANCELLED,
-                    message=_CANCELLED,
-                    error="cancelled",
-                )
+                return _cancelled(request.run_id)
             except asyncio.CancelledError:
+                if _cancelled_elsewhere():
+                    return _cancelled(request.run_id)
                 # The caller gave up: the run is cancelled (a step under way in this process is
                 # interrupted and the run checkpointed `cancelled`, as in process). A process
                 # shutting down (`stopping`) leaves its runs to be recovered instead.
@@ -366,9 +376,11 @@ class DurableEngine:
         try:
             data = await handle.get_result()
         except DBOSAwaitedWorkflowCancelledError:
-            return AgentResponse(
-                run_id=run_id, status=RunStatus.CANCELLED, message=_CANCELLED, error="cancelled"
-            )
+            return _cancelled(run_id)
+        except asyncio.CancelledError:
+            if _cancelled_elsewhere():
+                return _cancelled(run_id)
+            raise
         except Exception as exc:
             # The workflow failed (e.g. `RunNotRecorded`), here or in another process.
             return _failed(run_id, exc)
@@ -383,6 +395,23 @@ def _exit_fenced() -> None:
     # Not an exception: a runner must not catch it and go on. 75 is EX_TEMPFAIL: restart me.
     logging.shutdown()
     os._exit(75)
+
+
+def _cancelled_elsewhere() -> bool:
+    """Whether a `CancelledError` just caught came from the awaited run, not from our caller.
+
+    A run cancelled from another process (``bastion runs cancel``) stops at its next step by
+    cancelling its own workflow task, and whoever awaits that task sees a `CancelledError`
+    without having been cancelled itself.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
+def _cancelled(run_id: str) -> AgentResponse:
+    return AgentResponse(
+        run_id=run_id, status=RunStatus.CANCELLED, message=_CANCELLED, error="cancelled"
+    )
 
 
 def _failed(run_id: str, exc: Exception) -> AgentResponse:

@@ -1,9 +1,10 @@
-"""Wrappers that make a component's calls DBOS steps when they run inside a durable run.
+"""Wrappers that make a component's calls checkpointed steps when they run inside a durable run.
 
-A step's output is checkpointed; when a crashed run is recovered its workflow runs again from the
-top, and each completed step returns its recorded output instead of running again: no model call
-is repeated (no repeated spend), no gate decision is audited twice, no tool call with side effects
-is repeated, no backoff is slept twice. Outside a workflow each wrapper is a plain pass-through.
+A step's output is checkpointed in the run's journal (`bastion.durable.journal`); when a crashed
+run is recovered its workflow runs again from the top, and each completed step returns its
+recorded output instead of running again: no model call is repeated (no repeated spend), no gate
+decision is audited twice, no tool call with side effects is repeated, no backoff is slept twice.
+Outside a workflow each wrapper is a plain pass-through.
 
 What is a step, and why:
 
@@ -29,8 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -41,6 +44,7 @@ from pydantic import TypeAdapter
 
 from bastion.clock import Clock
 from bastion.durable import codec
+from bastion.durable.journal import Entry, Journal, ReplayMismatch
 from bastion.errors import BastionError
 from bastion.flow.checkpoints import Checkpoints
 from bastion.flow.inbox import Inbox
@@ -59,30 +63,120 @@ from bastion.router.interface import ToolSpec
 
 T = TypeVar("T")
 
-#: A token per execution of a workflow body in this process: an intent recorded under another
-#: token was written by an earlier execution, i.e. before a crash or a restart.
-EXECUTION = contextvars.ContextVar[str]("bastion_durable_execution", default="")
+#: At most this long between two checks, at a step, that the run was not cancelled elsewhere
+#: (``bastion runs cancel`` in another process); a step with side effects always checks first,
+#: so a run cancelled elsewhere may still make a model call, but never acts on its plan.
+CANCEL_CHECK_S = 1.0
 
 
 #: The principal a run's caller authenticated as before the run started (by API key), if any.
 AUTHENTICATED = contextvars.ContextVar[Principal | None]("bastion_authenticated", default=None)
 
 
+async def _dbos_cancelled(run_id: str) -> bool:
+    sys_db = _get_dbos_instance()._sys_db
+    return run_id in await asyncio.to_thread(sys_db.get_cancelled_workflow_ids, [run_id])
+
+
+@dataclass(eq=False)
+class Execution:
+    """One execution of a durable run's workflow body in this process, and its journal.
+
+    Steps are numbered in the order they start (the number is taken before the step awaits
+    anything, so concurrent steps started in a fixed order are numbered the same on replay).
+
+    Args:
+        token: unique to this execution: an intent journaled under another token was written
+            by an earlier execution, i.e. before a crash or a restart.
+        recorded: the run's journal as it stood when this execution began.
+        cancelled: whether the run was cancelled (asked of DBOS by default).
+        monotonic: paces those checks (a real clock: it throttles a query, times no wait).
+    """
+
+    run_id: str
+    token: str
+    journal: Journal
+    recorded: dict[int, Entry]
+    cancelled: Callable[[str], Awaitable[bool]] = _dbos_cancelled
+    monotonic: Callable[[], float] = time.monotonic  # noqa: TID251 - see the docstring
+    next_seq: int = 0
+    #: When the run was last seen not cancelled: DBOS checks as it starts the workflow body.
+    _checked_at: float = field(default=float("nan"), repr=False)
+
+    def __post_init__(self) -> None:
+        self._checked_at = self.monotonic()
+
+    async def run(self, name: str, fn: Callable[[], Awaitable[Any]], *, check: bool) -> Any:
+        """The step's recorded output, or `fn`'s, journaled before it is returned.
+
+        Args:
+            name: the step's name, checked on replay against the recorded one.
+            fn: runs the step; what it returns must be JSON data.
+            check: check that the run was not cancelled before running it (else at most every
+                `CANCEL_CHECK_S`).
+
+        Raises:
+            ReplayMismatch: a recorded step of another name holds this step's place.
+            RunTakenOver: another execution journaled this step first.
+            asyncio.CancelledError: the run was cancelled.
+        """
+        seq = self.next_seq
+        self.next_seq += 1
+        found = self.recorded.get(seq)
+        if found is not None:
+            if found.name != name:
+                raise ReplayMismatch(
+                    f"run {self.run_id}: step {seq} was {found.name!r} when first run and is "
+                    f"{name!r} on replay"
+                )
+            return found.output
+        now = self.monotonic()
+        if check or now - self._checked_at >= CANCEL_CHECK_S:
+            self._checked_at = now
+            if await self.cancelled(self.run_id):
+                raise asyncio.CancelledError(f"run {self.run_id} cancelled")
+        started = _epoch_ms()
+        inside = _STEP.set(seq)
+        try:
+            output = await fn()
+        finally:
+            _STEP.reset(inside)
+        entry = Entry(seq, name, self.token, output, started, _epoch_ms())
+        await self.journal.record(self.run_id, entry)
+        self.recorded[seq] = entry
+        return output
+
+    def was_recorded(self, seq: int) -> bool:
+        """Whether step `seq` has a recorded output."""
+        return seq in self.recorded
+
+
+#: The execution of a durable run that the caller runs in, if any.
+CURRENT = contextvars.ContextVar[Execution | None]("bastion_durable_execution", default=None)
+#: The step the caller runs inside, if any (a wrapper called inside a step is a pass-through).
+_STEP = contextvars.ContextVar[int | None]("bastion_durable_step", default=None)
+
+
 def in_workflow() -> bool:
     """Whether the caller runs inside a durable run's workflow (and not inside a step)."""
-    return DBOS.workflow_id is not None and DBOS.step_id is None
+    return CURRENT.get() is not None and _STEP.get() is None
 
 
-async def run_step(name: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-    """Run `fn` as a checkpointed step; DBOS's cancellation becomes asyncio's."""
+def current_step() -> int | None:
+    """The position of the step the caller runs inside, in its run's journal, if any."""
+    return _STEP.get()
 
-    async def step() -> Any:  # DBOS awaits only what it sees to be a coroutine function
-        return await fn()
 
-    try:
-        return await DBOS.run_step_async({"name": name}, step)
-    except DBOSWorkflowCancelledError as exc:
-        raise asyncio.CancelledError(f"run cancelled: {exc}") from exc
+async def run_step(name: str, fn: Callable[[], Awaitable[Any]], *, check: bool = False) -> Any:
+    """Run `fn` as a checkpointed step of the current run (see `Execution.run`)."""
+    execution = CURRENT.get()
+    if execution is None:
+        raise RuntimeError("run_step is called inside a durable run only")
+    return await execution.run(name, fn, check=check)
+
+
+def _epoch_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 async def _guarded(fn: Callable[[], Awaitable[T]], encode: Callable[[T], Any]) -> Any:
@@ -128,7 +222,7 @@ class DurableChatModel(ChatModel):
 
 
 class DurableCheckpoints(Checkpoints):
-    """The flow's units of work as DBOS steps; a non-idempotent side effect is never re-run.
+    """The flow's units of work as journaled steps; a non-idempotent side effect is never re-run.
 
     Args:
         redact: applied to each tool outcome before it is checkpointed, so that no secret a tool
@@ -147,7 +241,9 @@ class DurableCheckpoints(Checkpoints):
             data = await run_step(name, lambda: _unknown_outcome(spec))
         else:
             data = await run_step(
-                name, lambda: _guarded(fn, lambda o: self._redact(codec.dump(codec.OUTCOME, o)))
+                name,
+                lambda: _guarded(fn, lambda o: self._redact(codec.dump(codec.OUTCOME, o))),
+                check=spec.side_effects,
             )
         return codec.OUTCOME.validate_python(_raise_or(data))
 
@@ -161,17 +257,16 @@ class DurableCheckpoints(Checkpoints):
 
     async def _died_mid_call(self, spec: ToolSpec) -> bool:
         """Record an intent; True when an earlier execution recorded it and never finished."""
-        token = EXECUTION.get()
+        execution = CURRENT.get()
+        assert execution is not None
 
         async def intent() -> dict[str, Any]:
-            return {"execution": token, "step_id": DBOS.step_id}
+            return {"execution": execution.token, "step_id": current_step()}
 
-        mark = await run_step(f"intent:{spec.name}", intent)
-        if mark["execution"] == token:
+        mark = await run_step(f"intent:{spec.name}", intent, check=True)
+        if mark["execution"] == execution.token:
             return False  # written just now: this is the first attempt of this call
-        workflow_id = DBOS.workflow_id
-        assert workflow_id is not None
-        return not await _step_recorded(workflow_id, int(mark["step_id"]) + 1)
+        return not execution.was_recorded(int(mark["step_id"]) + 1)
 
 
 async def _unknown_outcome(spec: ToolSpec) -> dict[str, Any]:
@@ -181,17 +276,6 @@ async def _unknown_outcome(spec: ToolSpec) -> dict[str, Any]:
         "is unknown, so it was not run again",
     )
     return codec.dump(codec.OUTCOME, outcome)  # type: ignore[no-any-return]
-
-
-async def _step_recorded(workflow_id: str, step_id: int) -> bool:
-    """Whether step `step_id` of the workflow has a recorded outcome.
-
-    Asks DBOS's system database directly, not through `DBOS.list_workflow_steps`, which would
-    itself be recorded as a step of the workflow and shift every step after it.
-    """
-    sys_db = _get_dbos_instance()._sys_db
-    steps = await asyncio.to_thread(sys_db.list_workflow_steps, workflow_id, load_output=False)
-    return any(s["function_id"] == step_id for s in steps)
 
 
 class DurableGate(PermissionsGate):

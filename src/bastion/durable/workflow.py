@@ -17,7 +17,8 @@ from typing import Any
 from dbos import DBOS
 
 from bastion.durable import codec
-from bastion.durable.steps import AUTHENTICATED, EXECUTION, new_execution_token
+from bastion.durable.journal import Journal
+from bastion.durable.steps import AUTHENTICATED, CURRENT, Execution, new_execution_token
 from bastion.errors import ConfigError
 from bastion.flow.state import EventSink
 from bastion.messages import AgentRequest, AgentResponse
@@ -29,32 +30,49 @@ WORKFLOW_NAME = "bastion.run"
 Runner = Callable[[AgentRequest, datetime, EventSink | None], Awaitable[AgentResponse]]
 
 _runner: Runner | None = None
+#: The journal of the attached system's database, where the runs' steps are checkpointed.
+_journal: Journal | None = None
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+#: Applied to a run's response before DBOS stores it (the redactor: no secret in its plan's args).
+_redact: Callable[[Any], Any] = _unchanged
 #: Live progress sinks of runs started by this process, taken by the run when it begins.
 _sinks: dict[str, EventSink] = {}
 #: The task running each workflow body in this process, so that a cancelled run stops now.
 _tasks: dict[str, asyncio.Task[Any]] = {}
 
 
-def attach(runner: Runner) -> None:
-    """Make `runner` the one that runs every workflow of this process.
+def attach(runner: Runner, journal: Journal, *, redact: Callable[[Any], Any] | None = None) -> None:
+    """Make `runner` the one that runs every workflow of this process, journaling in `journal`.
+
+    Args:
+        runner: runs a request to its end.
+        journal: where the runs' steps are checkpointed.
+        redact: applied to each run's response (JSON data) before DBOS stores it as the
+            workflow's output; whoever waits for the run gets it so.
 
     Raises:
         ConfigError: another system is attached (one durable system per process).
     """
-    global _runner
+    global _runner, _journal, _redact
     if _runner is not None and _runner != runner:
         raise ConfigError(
             "another durable AgentSystem is running in this process: close it first "
             "(DBOS allows one per process)"
         )
-    _runner = runner
+    _runner, _journal = runner, journal
+    _redact = redact or _unchanged
 
 
 def detach(runner: Runner) -> None:
     """Undo `attach` (a no-op if another runner is attached)."""
-    global _runner
+    global _runner, _journal
     if _runner == runner:
-        _runner = None
+        _runner, _journal = None, None
         _sinks.clear()
 
 
@@ -76,12 +94,18 @@ def drop_sink(run_id: str) -> None:
 @DBOS.workflow(name=WORKFLOW_NAME)
 async def run_workflow(payload: dict[str, Any]) -> dict[str, Any]:
     """The durable run: decode the request, run it on the attached system, encode the answer."""
-    runner = _runner
-    if runner is None:
+    runner, journal = _runner, _journal
+    if runner is None or journal is None:
         # Only a process that started DBOS without a system can get here: a bug, said plainly.
         raise ConfigError("a Bastion run was started in a process with no AgentSystem attached")
     request, deadline_at, principal = codec.decode_run_input(payload)
-    token = EXECUTION.set(new_execution_token())
+    execution = Execution(
+        run_id=request.run_id,
+        token=new_execution_token(),
+        journal=journal,
+        recorded=await journal.load(request.run_id),
+    )
+    token = CURRENT.set(execution)
     known = AUTHENTICATED.set(principal)
     task = asyncio.current_task()
     if task is not None:
@@ -89,7 +113,7 @@ async def run_workflow(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         response = await runner(request, deadline_at, _sinks.pop(request.run_id, None))
     finally:
-        EXECUTION.reset(token)
+        CURRENT.reset(token)
         AUTHENTICATED.reset(known)
         _tasks.pop(request.run_id, None)
-    return codec.dump(codec.RESPONSE, response)  # type: ignore[no-any-return]
+    return _redact(codec.dump(codec.RESPONSE, response))  # type: ignore[no-any-return]

@@ -2,8 +2,9 @@
 
 One secret keys everything the gate must be able to check and nobody else may forge: the HMAC of
 each stored API key (`bastion.gate.keys`) and the MAC chain of the audit log
-(`bastion.gate.audit`). Each use gets its own key, derived as ``HMAC-SHA256(secret, purpose)``,
-so that a value computed for one purpose is worthless for the other.
+(`bastion.gate.audit`); it also seals durable runs' checkpoints (`bastion.durable.journal`).
+Each use gets its own key, derived as ``HMAC-SHA256(secret, purpose)``, so that a value computed
+for one purpose is worthless for another.
 
 Where the secret comes from, in order:
 
@@ -41,6 +42,7 @@ MIN_SECRET_CHARS = 32
 #: Purposes of the derived keys (changing one invalidates what it keyed).
 API_KEYS_PURPOSE = "api-keys/v1"
 AUDIT_PURPOSE = "audit-chain/v1"
+CHECKPOINTS_PURPOSE = "checkpoints/v1"  # seals durable runs' checkpoints (bastion.durable.journal)
 
 
 def derive_key(secret: bytes, purpose: str) -> bytes:

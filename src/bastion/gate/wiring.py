@@ -25,6 +25,7 @@ from bastion.gate.redact import Redactor
 from bastion.gate.secret import (
     API_KEYS_PURPOSE,
     AUDIT_PURPOSE,
+    CHECKPOINTS_PURPOSE,
     derive_key,
     load_server_secret,
     secret_file,
@@ -44,6 +45,8 @@ class GateWiring:
     redactor: Redactor
     audit_key: bytes
     checkpoint_file: Path
+    #: Seals durable runs' step checkpoints (`bastion.durable.journal`).
+    durable_key: bytes
 
 
 def checkpoint_file(settings: Settings) -> Path:
@@ -107,4 +110,5 @@ def gate_from_settings(
         redactor=redactor,
         audit_key=audit_key,
         checkpoint_file=checkpoints,
+        durable_key=derive_key(secret, CHECKPOINTS_PURPOSE),
     )

@@ -142,6 +142,12 @@ def _add_cached_input_tokens_v7(connection: sa.Connection) -> None:
     )
 
 
+def _create_durable_steps_v8(connection: sa.Connection) -> None:
+    # Durable runs' step journal (issue 4): a step's checkpoint is one row in Bastion's database,
+    # written with the run's own records, instead of DBOS's per-step system-database transactions.
+    tables.metadata.create_all(connection, tables=[tables.durable_steps])
+
+
 #: Every migration, in order: ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
 MIGRATIONS: tuple[Migration, ...] = (
     _create_tables_v1,
@@ -151,6 +157,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _create_approvals_table_v5,  # v5 (slot reserved; v4 cost goes before it)
     _create_memory_tables_v6,  # v6 (slot reserved; v4 cost, v5 approvals go before it)
     _add_cached_input_tokens_v7,  # v7: the ledger's cached input tokens
+    _create_durable_steps_v8,  # v8: durable runs' step journal
 )
 
 #: The schema version this Bastion writes and reads.

@@ -269,6 +269,23 @@ workers = sa.Table(
     sa.Column("taken_over_at", UtcDateTime),
 )
 
+#: Durable runs' step journal (`bastion.durable.journal`, migration 8): each checkpointed step's
+#: output, by run and position in the run's sequence of steps, written once (the key refuses a
+#: second writer: an execution that finds its step already written by another one stops).
+#: ``execution`` is the token of the workflow execution that wrote it (an intent written by an
+#: earlier execution means that execution died before it finished the call). ``output`` is JSON.
+durable_steps = sa.Table(
+    "durable_steps",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("execution", sa.String(64), nullable=False),
+    sa.Column("output", sa.Text, nullable=False),
+    sa.Column("started_ms", sa.BigInteger, nullable=False),
+    sa.Column("completed_ms", sa.BigInteger, nullable=False),
+)
+
 # -- v6: long-term memory (migration 6) ---------------------------------------------------------
 
 #: Long-term facts about one user (`bastion.memory.facts`), written by a tool or by the app.
