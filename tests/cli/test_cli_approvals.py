@@ -278,6 +278,38 @@ def test_bastion_run_exits_when_the_run_pauses_and_runs_resume_finishes_it(cli: 
     assert "already used" in tampered_or_reused.stderr
 
 
+def test_a_tampered_approval_is_refused_across_processes_and_the_refund_never_runs(cli: Cli):
+    lead_key = cli.key("lead")
+    manager_key = cli.key("manager", "--role", "approver")
+    paused = cli("run", MESSAGE, "--api-key", lead_key, "--json")
+    assert paused.returncode == 3, paused.stderr
+    (line,) = [json.loads(x) for x in paused.stdout.splitlines() if x.startswith("{")]
+    run_id, approval_id = line["run_id"], line["approval_id"]
+
+    # Someone with write access to the database rebinds the approval to another call (a bigger
+    # refund, say: any other arguments), and has it approved.
+    with sqlite3.connect(cli.data_dir / "bastion.db") as conn:
+        changed = conn.execute(
+            "UPDATE approvals SET args_hash = ? WHERE approval_id = ?", ("0" * 64, approval_id)
+        ).rowcount
+    assert changed == 1
+    approved = cli("approvals", "approve", approval_id, "--api-key", manager_key)
+    assert approved.returncode == 0, approved.stderr
+
+    resumed = cli("runs", "resume", run_id, "--json")
+    assert resumed.returncode == 0, resumed.stderr  # the run ends (replanned without the refund)
+    (done,) = [json.loads(x) for x in resumed.stdout.splitlines() if x.startswith("{")]
+    assert "refunded" not in done["message"].lower()
+    assert all(s["tool_name"] != "issue_refund" or s["status"] != "success" for s in done["steps"])
+    assert ("A1007", 25000) not in cli.refunds()  # the refund never ran
+    shown = json.loads(cli("runs", "show", run_id, "--json").stdout)
+    states = [e["state"] for e in shown["events"] if e["kind"] == "approval"]
+    assert states == ["requested", "refused"]
+    audited = cli("audit", "show", "--json")
+    actions = [json.loads(x) for x in audited.stdout.splitlines() if x.strip()]
+    assert any(a["action"] == "approval_use" and a["decision"] == "deny" for a in actions)
+
+
 def test_without_durable_execution_a_paused_run_is_cancelled_with_a_message(capsys, in_process):
     assert main(["run", MESSAGE, "--user", "lead", "--json"]) == 2
     err = capsys.readouterr().err

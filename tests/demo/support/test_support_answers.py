@@ -287,5 +287,5 @@ def test_a_ticket_with_a_contact_channel_says_how_the_team_will_answer() -> None
     }
     assert compose_answer(REQUEST, [ok(1, "escalate_to_human", ticket, summary="x")]) == (
         "I have passed your request to our support team (ticket T-00004); you can expect an "
-        "answer within 1 working day, by email as you asked."
+        "answer within 1 working day, by email."
     )

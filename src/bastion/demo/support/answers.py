@@ -197,7 +197,8 @@ def _ticket_sentence(story: _Story, value: Any) -> str:
     ticket = TicketReceipt.model_validate(value)
     story.subject = None
     urgent = ", marked urgent" if ticket.priority == "high" else ""
-    by = f", by {ticket.contact} as you asked" if ticket.contact else ""
+    # Not "as you asked": the channel is what the model passed, which it may have guessed.
+    by = f", by {ticket.contact}" if ticket.contact else ""
     return (
         f"I have passed your request to our support team (ticket {ticket.ticket_id}{urgent}); "
         f"you can expect an answer {ticket.expected_response}{by}."
