@@ -7,9 +7,12 @@ A run whose plan has ``--steps`` trivial async tool calls runs end to end throug
 (gate, cost controller, breakers, evaluator, audit all on), on each backend with durable execution
 off and on: SQLite (WAL, synchronous=NORMAL) and PostgreSQL. Configurations are interleaved and
 repeated; each sample is the mean of ``--runs`` runs after a warm-up run. The per-step checkpoint
-cost is (durable - in process, on the same database) / steps: what durability adds. For
-PostgreSQL it is also given as a ratio to one synchronous commit (an INSERT committed on its own,
-measured in the same run). Prints a JSON line with the summary.
+cost is (durable - in process, on the same database) / steps: what durability adds, including
+its share of the per-run cost (DBOS records the workflow's start and end). With
+``--short-steps N`` every configuration also runs N-step plans in the same rounds, which splits
+that into a *marginal* cost per step (the slope between the two lengths) and a *fixed* cost per
+run. For PostgreSQL each is also given as a ratio to one synchronous commit (an INSERT committed
+on its own, measured in the same run). Prints a JSON line with the summary.
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ async def main() -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--runs", type=int, default=3, help="runs per sample (their mean)")
+    parser.add_argument(
+        "--short-steps", type=int, default=2, help="also N-step plans, for the marginal (0: no)"
+    )
     parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all")
     args = parser.parse_args()
     configs = ["in-process"]
@@ -119,16 +125,17 @@ async def main() -> int:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'create database "{pg_name}"')
         pg_url = f"postgresql://postgres@127.0.0.1:5432/{pg_name}"
-    times: dict[str, list[float]] = {c: [] for c in configs}
+    lengths = [args.steps] + ([args.short_steps] if args.short_steps else [])
+    times: dict[tuple[str, int], list[float]] = {(c, n): [] for c in configs for n in lengths}
     commits: list[float] = []
     try:
         for r in range(args.repeats):
-            order = configs[:]
+            order = list(times)
             random.Random(r).shuffle(order)  # interleaved, in a different order each round
-            for config in order:
+            for config, steps in order:
                 with tempfile.TemporaryDirectory() as tmp:
-                    times[config].append(
-                        await _one(config, args.steps, args.runs, Path(tmp), pg_url)
+                    times[config, steps].append(
+                        await _one(config, steps, args.runs, Path(tmp), pg_url)
                     )
             if pg_url:
                 commits.append(_sync_commit_ms(pg_url))
@@ -146,26 +153,54 @@ async def main() -> int:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
     }
-    for config in configs:
-        summary[f"{config}_run_ms"] = round(statistics.median(times[config]) * 1000, 2)
-    for config, baseline in (("sqlite", "in-process"), ("postgres", "postgres-in-process")):
-        if config not in times:
-            continue
-        base = statistics.median(times[baseline])
-        per_step = [(t - base) / args.steps * 1000 for t in times[config]]
-        summary[f"{config}_checkpoint_ms_per_step"] = {
-            "median": round(statistics.median(per_step), 3),
-            "min": round(min(per_step), 3),
-            "max": round(max(per_step), 3),
-        }
-    if commits:
-        commit = statistics.median(commits)
+    for (config, steps), samples in times.items():
+        summary[f"{config}_{steps}_steps_run_ms"] = round(statistics.median(samples) * 1000, 2)
+    commit = statistics.median(commits) if commits else None
+    if commit is not None:
         summary["postgres_sync_commit_ms"] = round(commit, 3)
-        summary["postgres_ratio_to_commit"] = round(
-            summary["postgres_checkpoint_ms_per_step"]["median"] / commit, 2
-        )
+    for config, baseline in (("sqlite", "in-process"), ("postgres", "postgres-in-process")):
+        if config in configs:
+            summary.update(_costs(config, baseline, times, args.steps, args.short_steps, commit))
     print(json.dumps(summary))
     return 0
+
+
+def _costs(
+    config: str,
+    baseline: str,
+    times: dict[tuple[str, int], list[float]],
+    steps: int,
+    short_steps: int,
+    commit: float | None,
+) -> dict[str, Any]:
+    """What `config` adds to `baseline` (paired round by round): per step, marginal, per run."""
+
+    def added(n: int) -> list[float]:
+        return [(t - b) * 1000 for t, b in zip(times[config, n], times[baseline, n], strict=True)]
+
+    long = added(steps)
+    costs: dict[str, Any] = {f"{config}_checkpoint_ms_per_step": _spread([a / steps for a in long])}
+    if short_steps:
+        short = added(short_steps)
+        marginal = [(a - b) / (steps - short_steps) for a, b in zip(long, short, strict=True)]
+        costs[f"{config}_marginal_ms_per_step"] = _spread(marginal)
+        costs[f"{config}_fixed_ms_per_run"] = _spread(
+            [b - m * short_steps for b, m in zip(short, marginal, strict=True)]
+        )
+    if config == "postgres" and commit is not None:
+        for key in ("checkpoint", "marginal"):
+            if f"postgres_{key}_ms_per_step" in costs:
+                ratio = costs[f"postgres_{key}_ms_per_step"]["median"] / commit
+                costs[f"postgres_{key}_ratio_to_commit"] = round(ratio, 2)
+    return costs
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+    }
 
 
 if __name__ == "__main__":

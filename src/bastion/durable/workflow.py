@@ -70,9 +70,9 @@ def attach(runner: Runner, journal: Journal, *, redact: Callable[[Any], Any] | N
 
 def detach(runner: Runner) -> None:
     """Undo `attach` (a no-op if another runner is attached)."""
-    global _runner, _journal
+    global _runner, _journal, _redact
     if _runner == runner:
-        _runner, _journal = None, None
+        _runner, _journal, _redact = None, None, _unchanged
         _sinks.clear()
 
 
