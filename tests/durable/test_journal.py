@@ -213,12 +213,16 @@ async def test_a_run_cancelled_from_elsewhere_runs_no_further_side_effect(tmp_pa
     async with system:
         running = asyncio.create_task(system.run(request))
         await asyncio.wait_for(entered.wait(), 30)
+        assert system.durable is not None
+        waiting = asyncio.create_task(system.durable.wait(request.run_id))  # another waiter
         await DurableAdmin(settings=settings).cancel(request.run_id)  # as another process does
         release.set()
         response = await asyncio.wait_for(running, 60)
+        waited = await asyncio.wait_for(waiting, 60)
         record = await system.components.memory.get_run(request.run_id)
     assert refunds == []
     assert response.status is RunStatus.CANCELLED
+    assert waited.status is RunStatus.CANCELLED
     assert record is not None
     assert record.status is RunStatus.CANCELLED
 

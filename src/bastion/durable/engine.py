@@ -377,10 +377,6 @@ class DurableEngine:
             data = await handle.get_result()
         except DBOSAwaitedWorkflowCancelledError:
             return _cancelled(run_id)
-        except asyncio.CancelledError:
-            if _cancelled_elsewhere():
-                return _cancelled(run_id)
-            raise
         except Exception as exc:
             # The workflow failed (e.g. `RunNotRecorded`), here or in another process.
             return _failed(run_id, exc)
