@@ -243,6 +243,7 @@ def test_unknown_run_and_unknown_route_are_typed_404s(served):
         {},
         {"message": ""},
         {"message": "   "},
+        {"message": "\u001f"},  # blank to Python (str.strip), not to the schema's regex: was a 500
         {"message": "hi", "timeout_s": -1},
         {"message": "hi", "max_budget_usd": "-1"},
         {"message": "hi", "surprise": True},

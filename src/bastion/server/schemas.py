@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.memory.interface import RunRecord
 from bastion.messages import EventKind, RunEvent, StepRecord
@@ -36,6 +36,15 @@ class CreateRun(BaseModel):
     #: Wait for the run to end (up to `wait_timeout_s`), or answer at once with its id (202).
     wait: bool = False
     wait_timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, message: str) -> str:
+        # The pattern's \S is the regex engine's idea of a non-blank; the run's own check is
+        # Python's (`str.strip`), which also strips control separators such as U+001F.
+        if not message.strip():
+            raise ValueError("message must not be blank")
+        return message
 
 
 class EventView(BaseModel):
