@@ -6,9 +6,11 @@ Usage: ``python bench/durable_steps.py [--repeats 7] [--steps 20] [--runs 3]
 A run whose plan has ``--steps`` trivial async tool calls runs end to end through `AgentSystem`
 (gate, cost controller, breakers, evaluator, audit all on), on each backend with durable execution
 off and on: SQLite (WAL, synchronous=NORMAL) and PostgreSQL. Configurations are interleaved and
-repeated; each sample is the mean of ``--runs`` runs after a warm-up run. The per-step checkpoint
-cost is (durable - in process, on the same database) / steps: what durability adds, including
-its share of the per-run cost (DBOS records the workflow's start and end). With
+repeated; each sample is the median of ``--runs`` runs after a warm-up run (a mean until
+session 6: one slow run, a garbage collection or a PostgreSQL checkpoint, moved it). The
+per-step checkpoint cost is (durable - in process, on the same database) / steps: what
+durability adds, including its share of the per-run cost (DBOS records the workflow's start and
+end). With
 ``--short-steps N`` every configuration also runs N-step plans in the same rounds, which splits
 that into a *marginal* cost per step (the slope between the two lengths) and a *fixed* cost per
 run. For PostgreSQL each is also given as a ratio to one synchronous commit (an INSERT committed
@@ -83,12 +85,13 @@ async def _one(config: str, steps: int, runs: int, data_dir: Path, pg_url: str |
     )
     async with system:
         await system.run(AgentRequest(user_id="b", session_id="warm", message="go"))  # warm-up
-        started = time.perf_counter()
+        took = []
         for i in range(runs):
+            started = time.perf_counter()
             response = await system.run(AgentRequest(user_id="b", session_id=f"s{i}", message="go"))
+            took.append(time.perf_counter() - started)
             assert response.ok, response
-        elapsed = time.perf_counter() - started
-    return elapsed / runs
+    return statistics.median(took)
 
 
 def _sync_commit_ms(pg_url: str, n: int = 200) -> float:
@@ -106,7 +109,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--runs", type=int, default=3, help="runs per sample (their mean)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per sample (their median)")
     parser.add_argument(
         "--short-steps", type=int, default=2, help="also N-step plans, for the marginal (0: no)"
     )

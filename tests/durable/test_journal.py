@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from dbos import DBOS
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.flow.conftest import ALICE, plan
 
@@ -25,13 +26,20 @@ from bastion.durable.journal import (
     ReplayMismatch,
     RunTakenOver,
 )
-from bastion.durable.steps import CANCEL_CHECK_S, Execution, current_step
+from bastion.durable.steps import (
+    CANCEL_CHECK_S,
+    DurableClock,
+    DurableInbox,
+    Execution,
+    current_step,
+)
 from bastion.durable.workflow import WORKFLOW_NAME
 from bastion.errors import ConfigError
 from bastion.models.scripted import ScriptedModel
 from bastion.settings import load_settings
 from bastion.storage import create_engine, migrate
 from bastion.storage.tables import durable_steps
+from bastion.storage.writes import TransactionRunner
 from bastion.system import AgentSystem
 from bastion.testing.clock import FakeClock
 
@@ -89,6 +97,7 @@ async def test_a_recorded_step_returns_its_output_without_running_again(journal)
         "items": [1, 2],
     }
     assert calls == [0]  # the step knew its position while it ran
+    await first.flush()
 
     replay = await _execution(journal, "e2")
     assert await replay.run("tool:lookup", step, check=False) == {
@@ -100,6 +109,7 @@ async def test_a_recorded_step_returns_its_output_without_running_again(journal)
     calls_after, after = _counting("next")
     assert await replay.run("tool:email", after, check=False) == "next"
     assert calls_after == [1]
+    await replay.flush()
     assert [(e.seq, e.name, e.execution, e.output) for e in await journal.steps(RUN)] == [
         (0, "tool:lookup", "e1", None),  # listed without their outputs
         (1, "tool:email", "e2", None),
@@ -109,6 +119,7 @@ async def test_a_recorded_step_returns_its_output_without_running_again(journal)
 async def test_a_replay_that_takes_another_path_stops(journal):
     first = await _execution(journal, "e1")
     await first.run("tool:lookup", _counting(1)[1], check=False)
+    await first.flush()
     replay = await _execution(journal, "e2")
     calls, other = _counting(2)
     with pytest.raises(ReplayMismatch, match="'tool:lookup' when first run and is 'tool:refund'"):
@@ -121,10 +132,103 @@ async def test_a_step_journaled_by_another_execution_stops_this_one(journal):
     zombie = await _execution(journal, "zombie")
     taker = await _execution(journal, "taker")
     await taker.run("tool:lookup", _counting("taker's")[1], check=False)
+    await taker.flush()
+    await zombie.run("tool:lookup", _counting("zombie's")[1], check=False)
     with pytest.raises(RunTakenOver, match="another execution"):
-        await zombie.run("tool:lookup", _counting("zombie's")[1], check=False)
+        await zombie.flush()
     [entry] = (await journal.load(RUN)).values()
     assert (entry.execution, entry.output) == ("taker", "taker's")
+
+
+async def _journaled(journal: Journal, run_id: str = RUN) -> list[tuple[int, str]]:
+    return [(e.seq, e.name) for e in await journal.steps(run_id)]
+
+
+async def test_a_read_only_steps_checkpoint_commits_with_the_runs_next_write(journal, engine):
+    # E.g. a lookup's checkpoint and the run's record of the lookup: one transaction.
+    execution = await _execution(journal, "e1")
+    deactivate = execution.activate()
+    runner = TransactionRunner(engine)
+    try:
+        await execution.run("tool:lookup", _counting("A1")[1], check=False)
+        assert await _journaled(journal) == []  # waits for the run's next write
+        await runner.run(journal.write("other", Entry(0, "record", "e1", 1, 1, 2)))
+        assert await _journaled(journal) == [(0, "tool:lookup")]
+    finally:
+        deactivate()
+        await runner.aclose()
+
+
+async def test_a_step_with_side_effects_runs_once_the_checkpoints_before_it_are_committed(
+    journal,
+):
+    execution = await _execution(journal, "e1")
+    await execution.run("model:m", _counting("plan")[1], check=False)
+    seen: list[list[tuple[int, str]]] = []
+
+    async def refund() -> str:
+        seen.append(await _journaled(journal))
+        return "refunded"
+
+    assert await execution.run("tool:refund", refund, check=True) == "refunded"
+    assert seen == [[(0, "model:m")]]
+    # Its own is committed before the run goes on, with no write of the run's to carry it.
+    assert await _journaled(journal) == [(0, "model:m"), (1, "tool:refund")]
+
+
+async def test_a_taken_over_executions_next_write_fails_with_its_checkpoint(journal, engine):
+    zombie = await _execution(journal, "zombie")
+    taker = await _execution(journal, "taker")
+    await taker.run("tool:lookup", _counting("taker's")[1], check=False)
+    await taker.flush()
+    deactivate = zombie.activate()
+    runner = TransactionRunner(engine)
+    try:
+        await zombie.run("tool:lookup", _counting("zombie's")[1], check=False)
+        with pytest.raises(RunTakenOver, match="another execution"):
+            # The zombie's record of its lookup, say: rolled back, never over the taker's.
+            await runner.run(journal.write("other", Entry(0, "record", "zombie", 1, 1, 2)))
+    finally:
+        deactivate()
+        await runner.aclose()
+    assert await _journaled(journal, "other") == []
+    assert (await journal.load(RUN))[0].execution == "taker"
+
+
+async def test_a_durable_sleep_is_committed_before_it_sleeps(journal):
+    slept: list[list[tuple[int, str]]] = []
+
+    class Watching(FakeClock):
+        async def sleep(self, seconds: float) -> None:
+            slept.append(await _journaled(journal))
+            await super().sleep(seconds)
+
+    execution = await _execution(journal, "e1")
+    deactivate = execution.activate()
+    try:
+        await execution.run("model:m", _counting("plan")[1], check=False)
+        await DurableClock(Watching()).sleep(30)
+    finally:
+        deactivate()
+    assert slept == [[(0, "model:m"), (1, "sleep")]]
+
+
+async def test_a_run_commits_its_checkpoints_before_it_waits_for_a_message(journal, monkeypatch):
+    waited: list[list[tuple[int, str]]] = []
+
+    async def recv_async(topic: str, timeout_seconds: float) -> dict[str, Any]:
+        waited.append(await _journaled(journal))
+        return {"decision": "approve"}
+
+    monkeypatch.setattr(DBOS, "recv_async", recv_async)
+    execution = await _execution(journal, "e1")
+    deactivate = execution.activate()
+    try:
+        await execution.run("model:m", _counting("plan")[1], check=False)
+        assert await DurableInbox().receive("approval", timeout_s=60) == {"decision": "approve"}
+    finally:
+        deactivate()
+    assert waited == [[(0, "model:m")]]
 
 
 async def test_a_write_repeated_by_its_own_execution_is_accepted(journal):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from types import MappingProxyType
+from typing import NamedTuple
 
 import pytest
 
@@ -190,6 +193,38 @@ def test_json_makes_plain_json_data_with_secrets_hidden():
         "card": REDACTED,
     }
     assert R.json(datetime(2026, 1, 1, tzinfo=UTC)) == "2026-01-01T00:00:00.000000Z"
+
+
+def test_json_treats_subclasses_of_the_json_types_as_those_types():
+    class Point(NamedTuple):
+        x: int
+        card: int
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Name(str):
+        pass
+
+    class Ratio(float):
+        pass
+
+    value = {
+        "point": Point(1, 4111111111111111),
+        "level": Level.HIGH,
+        "name": Name("Bearer abcdefghijkl"),
+        "ratio": Ratio("inf"),
+        "mapping": MappingProxyType({"password": "x", "ok": [1]}),
+        "frozen": frozenset({2, 1}),
+    }
+    assert R.json(value) == {
+        "point": [1, REDACTED],
+        "level": Level.HIGH,
+        "name": f"Bearer {REDACTED}",
+        "ratio": "inf",
+        "mapping": {"password": REDACTED, "ok": [1]},
+        "frozen": [1, 2],
+    }
 
 
 def _record(msg: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:

@@ -9,7 +9,8 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from bastion.storage.writes import TransactionRunner, _Writer
+from bastion.storage import create_engine
+from bastion.storage.writes import RIDERS, Riders, TransactionRunner, _Writer
 
 _T = sa.table("t", sa.column("k", sa.Integer), sa.column("v", sa.String))
 
@@ -161,3 +162,110 @@ async def test_a_write_sqlite_refuses_at_once_as_locked_is_run_again_whole(engin
         await runner.aclose()
     assert refusals["left"] == 0
     assert await rows(engine) == {7: "x"}
+
+
+# -- riders ------------------------------------------------------------------------------------
+
+
+async def _riding(riders: Riders, fn):
+    """Run `fn` (a coroutine function) with `riders` as the context's riders."""
+    token = RIDERS.set(riders)
+    try:
+        return await fn()
+    finally:
+        RIDERS.reset(token)
+
+
+async def test_riders_commit_with_the_next_transaction_in_their_context(engine):
+    riders = Riders(engine)
+    riders.add(insert(1, "rider"))
+    runner = TransactionRunner(engine)
+    try:
+        await runner.run(insert(2, "outside"))  # another context: nothing rides
+        assert (await rows(engine), riders.waiting) == ({2: "outside"}, 1)
+        assert await _riding(riders, lambda: runner.run(insert(3, "own"))) == 3
+    finally:
+        await runner.aclose()
+    assert await rows(engine) == {1: "rider", 2: "outside", 3: "own"}
+    assert riders.waiting == 0
+
+
+async def test_riders_wait_for_a_transaction_on_their_own_database(engine, tmp_path):
+    other = create_engine(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    riders = Riders(engine)
+    riders.add(insert(1, "rider"))
+    runner = TransactionRunner(other)
+    try:
+        await _riding(riders, lambda: runner.run(lambda conn: None))
+    finally:
+        await runner.aclose()
+        await other.dispose()
+    assert (await rows(engine), riders.waiting) == ({}, 1)
+
+
+async def test_a_transaction_that_fails_is_rolled_back_with_its_riders_who_wait_again(engine):
+    riders = Riders(engine)
+    riders.add(insert(1, "rider"))
+    runner = TransactionRunner(engine)
+    try:
+        with pytest.raises(ValueError, match="no 2"):
+            await _riding(riders, lambda: runner.run(insert_then_fail(2)))
+        assert (await rows(engine), riders.waiting) == ({}, 1)
+        await runner.flush(riders)
+    finally:
+        await runner.aclose()
+    assert (await rows(engine), riders.waiting) == ({1: "rider"}, 0)
+
+
+async def test_a_rider_that_raises_fails_the_transaction_carrying_it(engine):
+    riders = Riders(engine)
+    riders.add(insert_then_fail(1))
+    runner = TransactionRunner(engine)
+    try:
+        with pytest.raises(ValueError, match="no 1"):
+            await _riding(riders, lambda: runner.run(insert(2, "own")))
+    finally:
+        await runner.aclose()
+    assert await rows(engine) == {}  # the carrier's own write went with it
+
+
+async def test_flush_with_nothing_waiting_writes_nothing(engine):
+    runner = TransactionRunner(engine)
+    try:
+        await runner.flush(Riders(engine))
+    finally:
+        await runner.aclose()
+    assert await rows(engine) == {}
+
+
+async def test_flush_waits_for_the_transaction_carrying_riders_and_commits_them_if_it_fails(
+    engine,
+):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("only SQLite's writer thread can be held mid-transaction by a test")
+    held, release = threading.Event(), threading.Event()
+
+    def slow_then_fail(conn: sa.Connection) -> None:
+        held.set()
+        release.wait(30)
+        raise ValueError("refused")
+
+    riders = Riders(engine)
+    riders.add(insert(1, "rider"))
+    runner = TransactionRunner(engine)
+    try:
+        carrier = asyncio.create_task(_riding(riders, lambda: runner.run(slow_then_fail)))
+        await asyncio.to_thread(held.wait, 30)
+        assert riders.waiting == 0  # boarded the held transaction
+        flushing = asyncio.create_task(runner.flush(riders))
+        for _ in range(10):
+            await asyncio.sleep(0)  # noqa: TID251 - let the flush run as far as it can
+        assert not flushing.done()  # the rider is neither committed nor given back yet
+        release.set()
+        with pytest.raises(ValueError, match="refused"):
+            await carrier
+        await flushing
+    finally:
+        release.set()
+        await runner.aclose()
+    assert await rows(engine) == {1: "rider"}

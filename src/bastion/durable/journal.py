@@ -8,8 +8,10 @@ with Bastion's other writes (`bastion.storage.writes`).
 Why not DBOS's steps (a departure from DESIGN.md, issue 4): a DBOS step costs two transactions on
 DBOS's system database, handed to DBOS's thread pool, with statements DBOS builds and compiles on
 every call: measured alone at 2.7 ms of CPU a step on the 2-core machine (``bench/RESULTS.md``),
-more than the whole per-step budget (1 ms). A journal row is one insert, committed with whatever
-else the writer has queued. DBOS's guarantees are kept:
+more than the whole per-step budget (1 ms). A journal row is one insert, and most ride along
+(`bastion.storage.writes.Riders`) with the transaction that records what the step did for the
+run (its step record, its spend): one commit a step instead of two or three. DBOS's guarantees
+are kept:
 
 * a recovered run replays: the workflow body runs again from the top and each step already
   journaled returns its recorded output instead of running again (`Execution.replay`);
@@ -20,6 +22,15 @@ else the writer has queued. DBOS's guarantees are kept:
   `RunTakenOver` and never acts on an output that is not the recorded one;
 * a run cancelled from another process stops at its next step (its DBOS status is checked at a
   step at most every `CANCEL_CHECK_S`, and before every step with side effects).
+
+When a checkpoint commits (`bastion.durable.steps.Execution.run`): a step with side effects, and
+the intent before it, are committed before the run goes on, with every checkpoint before them
+(nothing acts on a step's output outside the database before it is durable). A read-only step's
+checkpoint (a model call, a lookup, a gate decision) rides with the run's next write, so it is
+committed with the run's own record of what the step did, or before a side effect, a wait for a
+message, a durable sleep or the run's end, whichever comes first. A crash before then loses the
+step with that record: recovery runs it again, as it would a step that crashed before its
+checkpoint (a model call may then be paid twice: the same is true of a crash during the call).
 
 A checkpoint holds what the run needs to go on after a crash, which includes what a model planned
 (arguments a user gave it, an account number, a token): outputs are sealed with AES-256-GCM under
@@ -46,7 +57,7 @@ from bastion.errors import BastionError
 from bastion.storage.engine import insert_ignore_statement
 from bastion.storage.reads import ReadRunner
 from bastion.storage.tables import durable_steps
-from bastion.storage.writes import TransactionRunner
+from bastion.storage.writes import Riders, TransactionRunner, Write
 
 #: Sealed outputs start with this (the format's version).
 _SEALED = "v1."
@@ -101,6 +112,7 @@ class Journal:
     """
 
     def __init__(self, engine: AsyncEngine, *, key: bytes | None = None) -> None:
+        self.engine = engine
         self._writes = TransactionRunner(engine)
         self._reads = ReadRunner(engine)
         self._aead = None if key is None else AESGCM(key)
@@ -170,6 +182,14 @@ class Journal:
         Raises:
             RunTakenOver: another execution of the run wrote this step first.
         """
+        await self._writes.run(self.write(run_id, entry))
+
+    def write(self, run_id: str, entry: Entry) -> Write:
+        """The write of `entry` (sealed now), to run in a transaction (a rider: see `Riders`).
+
+        The write raises `RunTakenOver` if another execution of the run wrote this step first
+        (the transaction is then rolled back, with whatever else it held).
+        """
         row = {
             "run_id": run_id,
             "seq": entry.seq,
@@ -180,9 +200,9 @@ class Journal:
             "completed_ms": entry.completed_ms,
         }
 
-        def write(connection: sa.Connection) -> str | None:
+        def write(connection: sa.Connection) -> None:
             if _INSERT.execute(connection, row) == 1:
-                return None
+                return
             # Written already: by this execution (a write retried after its commit was lost on
             # the way back) or by another one.
             found: str = connection.execute(
@@ -190,14 +210,21 @@ class Journal:
                     durable_steps.c.run_id == run_id, durable_steps.c.seq == entry.seq
                 )
             ).scalar_one()
-            return found
+            if found != entry.execution:
+                raise RunTakenOver(
+                    f"step {entry.seq} ({entry.name}) of run {run_id} was checkpointed by another "
+                    "execution of the run (another worker took it over): this one stops"
+                )
 
-        writer = await self._writes.run(write)
-        if writer is not None and writer != entry.execution:
-            raise RunTakenOver(
-                f"step {entry.seq} ({entry.name}) of run {run_id} was checkpointed by another "
-                "execution of the run (another worker took it over): this one stops"
-            )
+        return write
+
+    async def flush(self, riders: Riders) -> None:
+        """Commit the checkpoints riding in `riders` (see `Riders`); done when this returns.
+
+        Raises:
+            RunTakenOver: another execution of the run wrote one of them first.
+        """
+        await self._writes.flush(riders)
 
     async def steps(self, run_id: str) -> list[Entry]:
         """The run's journaled steps, in order, without their outputs (``None``)."""

@@ -60,6 +60,7 @@ from bastion.messages import (
 from bastion.models.interface import ChatModel, ChatRequest, ChatResponse
 from bastion.recovery.interface import Failure, RecoveryHandler
 from bastion.router.interface import ToolSpec
+from bastion.storage.writes import RIDERS, Riders
 
 T = TypeVar("T")
 
@@ -85,6 +86,10 @@ class Execution:
     Steps are numbered in the order they start (the number is taken before the step awaits
     anything, so concurrent steps started in a fixed order are numbered the same on replay).
 
+    A read-only step's checkpoint rides with the run's next write to the database (`riders`;
+    see `bastion.durable.journal` for when each checkpoint commits): the workflow body runs with
+    `riders` set as `RIDERS` (`activate`).
+
     Args:
         token: unique to this execution: an intent journaled under another token was written
             by an earlier execution, i.e. before a crash or a restart.
@@ -100,20 +105,43 @@ class Execution:
     cancelled: Callable[[str], Awaitable[bool]] = _dbos_cancelled
     monotonic: Callable[[], float] = time.monotonic  # noqa: TID251 - see the docstring
     next_seq: int = 0
+    #: The checkpoints not yet committed, riding with the run's next write.
+    riders: Riders = field(init=False, repr=False)
     #: When the run was last seen not cancelled: DBOS checks as it starts the workflow body.
     _checked_at: float = field(default=float("nan"), repr=False)
 
     def __post_init__(self) -> None:
+        self.riders = Riders(self.journal.engine)
         self._checked_at = self.monotonic()
 
+    def activate(self) -> Callable[[], None]:
+        """Make this the caller's execution (`CURRENT`, `RIDERS`); returns what undoes it."""
+        current, riding = CURRENT.set(self), RIDERS.set(self.riders)
+
+        def undo() -> None:
+            RIDERS.reset(riding)
+            CURRENT.reset(current)
+
+        return undo
+
+    async def flush(self) -> None:
+        """Commit every checkpoint of this execution still riding; done when this returns.
+
+        Raises:
+            RunTakenOver: another execution journaled one of them first.
+        """
+        await self.journal.flush(self.riders)
+
     async def run(self, name: str, fn: Callable[[], Awaitable[Any]], *, check: bool) -> Any:
-        """The step's recorded output, or `fn`'s, journaled before it is returned.
+        """The step's recorded output, or `fn`'s, journaled (`check` says when it commits).
 
         Args:
             name: the step's name, checked on replay against the recorded one.
             fn: runs the step; what it returns must be JSON data.
-            check: check that the run was not cancelled before running it (else at most every
-                `CANCEL_CHECK_S`).
+            check: the step has side effects: the checkpoints before it are committed and the
+                run's cancellation checked before it runs (else at most every `CANCEL_CHECK_S`),
+                and its own is committed before this returns (else it rides with the run's next
+                write).
 
         Raises:
             ReplayMismatch: a recorded step of another name holds this step's place.
@@ -130,6 +158,8 @@ class Execution:
                     f"{name!r} on replay"
                 )
             return found.output
+        if check:
+            await self.flush()
         now = self.monotonic()
         if check or now - self._checked_at >= CANCEL_CHECK_S:
             self._checked_at = now
@@ -142,8 +172,10 @@ class Execution:
         finally:
             _STEP.reset(inside)
         entry = Entry(seq, name, self.token, output, started, _epoch_ms())
-        await self.journal.record(self.run_id, entry)
+        self.riders.add(self.journal.write(self.run_id, entry))
         self.recorded[seq] = entry
+        if check:
+            await self.flush()
         return output
 
     def was_recorded(self, seq: int) -> bool:
@@ -167,12 +199,32 @@ def current_step() -> int | None:
     return _STEP.get()
 
 
-async def run_step(name: str, fn: Callable[[], Awaitable[Any]], *, check: bool = False) -> Any:
-    """Run `fn` as a checkpointed step of the current run (see `Execution.run`)."""
+async def run_step(
+    name: str, fn: Callable[[], Awaitable[Any]], *, check: bool = False, commit: bool = False
+) -> Any:
+    """Run `fn` as a checkpointed step of the current run (see `Execution.run`).
+
+    Args:
+        name: the step's name.
+        fn: runs the step.
+        check: the step has side effects (see `Execution.run`).
+        commit: commit the run's checkpoints, this one's included, before returning (implied
+            by `check`).
+    """
     execution = CURRENT.get()
     if execution is None:
         raise RuntimeError("run_step is called inside a durable run only")
-    return await execution.run(name, fn, check=check)
+    output = await execution.run(name, fn, check=check)
+    if commit and not check:
+        await execution.flush()
+    return output
+
+
+async def commit_steps() -> None:
+    """Commit the current run's checkpoints still riding (nothing outside a durable run)."""
+    execution = CURRENT.get()
+    if execution is not None:
+        await execution.flush()
 
 
 def _epoch_ms() -> int:
@@ -364,7 +416,7 @@ class DurableClock(Clock):
 
         # The wake-up time is recorded, not the wait: after a restart the run sleeps only what
         # is left of it (nothing, once it has passed), on the wrapped clock (a fake one in tests).
-        until = datetime.fromisoformat(await run_step("sleep", wake_at))
+        until = datetime.fromisoformat(await run_step("sleep", wake_at, commit=True))
         await self.wrapped.sleep(max(0.0, (until - self.wrapped.now()).total_seconds()))
 
 
@@ -372,6 +424,7 @@ class DurableInbox(Inbox):
     """A run's inbox on DBOS: the wait is durable (a restart resumes it) and holds no thread."""
 
     async def receive(self, topic: str, *, timeout_s: float) -> JsonObject | None:
+        await commit_steps()  # what the run did before it waits is durable while it waits
         try:
             message = await DBOS.recv_async(topic, timeout_seconds=timeout_s)
         except DBOSWorkflowCancelledError as exc:

@@ -18,7 +18,7 @@ from dbos import DBOS
 
 from bastion.durable import codec
 from bastion.durable.journal import Journal
-from bastion.durable.steps import AUTHENTICATED, CURRENT, Execution, new_execution_token
+from bastion.durable.steps import AUTHENTICATED, Execution, new_execution_token
 from bastion.errors import ConfigError
 from bastion.flow.state import EventSink
 from bastion.messages import AgentRequest, AgentResponse
@@ -105,15 +105,18 @@ async def run_workflow(payload: dict[str, Any]) -> dict[str, Any]:
         journal=journal,
         recorded=await journal.load(request.run_id),
     )
-    token = CURRENT.set(execution)
+    deactivate = execution.activate()
     known = AUTHENTICATED.set(principal)
     task = asyncio.current_task()
     if task is not None:
         _tasks[request.run_id] = task
     try:
         response = await runner(request, deadline_at, _sinks.pop(request.run_id, None))
+        # The run's last write carried its checkpoints; any left (a step after it) commit now,
+        # before DBOS records the run as finished.
+        await execution.flush()
     finally:
-        CURRENT.reset(token)
+        deactivate()
         AUTHENTICATED.reset(known)
         _tasks.pop(request.run_id, None)
     return _redact(codec.dump(codec.RESPONSE, response))  # type: ignore[no-any-return]

@@ -155,9 +155,16 @@ class Redactor:
             else None
         )
         self._short_text = functools.lru_cache(maxsize=_CACHED_TEXTS)(self._clean_text)
+        # Keys are few (field names): each is judged once.
+        self._secret_key = functools.lru_cache(maxsize=_CACHED_TEXTS)(self._judge_key)
 
     def is_secret_key(self, key: str) -> bool:
         """Whether the value under `key` is hidden whole."""
+        if len(key) > _CACHED_TEXT_CHARS:
+            return self._judge_key(key)
+        return self._secret_key(key)
+
+    def _judge_key(self, key: str) -> bool:
         return looks_secret(key) or _normal_key(key) in self._fields
 
     def text(self, text: str) -> str:
@@ -205,6 +212,12 @@ class Redactor:
                 return REDACTED
         return value
 
+    def _json_mapping(self, value: Mapping[Any, Any]) -> dict[str, Any]:
+        return {
+            clean(str(k)): REDACTED if self.is_secret_key(str(k)) else self.json(v)
+            for k, v in value.items()
+        }
+
     def json(self, value: Any) -> Any:
         """`value` as plain JSON data (as `value` does, plus conversions), secrets hidden.
 
@@ -212,11 +225,25 @@ class Redactor:
         list, a non-finite float its string, anything else JSON cannot hold its ``str``; NUL
         characters (which PostgreSQL cannot store) become U+FFFD.
         """
+        kind = type(value)  # the plain JSON types first, by exact type (the common case)
+        if kind is str:
+            return clean(self.text(value))
+        if kind is dict:
+            return self._json_mapping(value)
+        if kind is list or kind is tuple:
+            return [self.json(v) for v in value]
+        if value is None or kind is bool:
+            return value
+        if kind is int:
+            return self.value(value) if value > 10**12 else value  # a card number, perhaps
+        if kind is float:
+            return value if math.isfinite(value) else str(value)
         if isinstance(value, Mapping):
-            return {
-                clean(str(k)): REDACTED if self.is_secret_key(str(k)) else self.json(v)
-                for k, v in value.items()
-            }
+            return self._json_mapping(value)
+        return self._json_other(value)
+
+    def _json_other(self, value: Any) -> Any:
+        """`json` of what is not plainly one of JSON's types (subclasses, sets, decimals, ...)."""
         if isinstance(value, (list, tuple, set, frozenset)):
             items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
             return [self.json(v) for v in items]
@@ -224,7 +251,7 @@ class Redactor:
             return clean(self.text(value))
         if isinstance(value, float):
             return value if math.isfinite(value) else str(value)
-        if value is None or isinstance(value, (int, bool)):
+        if isinstance(value, (int, bool)):
             return self.value(value)
         if isinstance(value, Decimal):
             return str(value)

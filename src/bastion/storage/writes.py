@@ -21,22 +21,32 @@ SQLAlchemy `Connection`, and the runner runs it:
   in a task of its own so that it too completes whatever happens to its caller.
 
 A function may run more than once (a group that SQLite refuses at once as locked is rolled back
-and tried again whole): it must only read and write the database. The writer thread starts with
-the first write and stops when the last runner of its engine is closed (`TransactionRunner.aclose`);
-a runner never closed leaves the thread to end with the process (it is a daemon thread).
+and tried again whole): it must only read and write the database.
+
+**Riders** (`Riders`, `RIDERS`): writes that need not be committed at once, only before anything
+acts on them, wait in the caller's context and are carried by the next transaction any runner runs
+there on the same database (a durable run's checkpoint of a read-only step rides with the run's
+own record of that step: one commit instead of two). A transaction that fails gives its riders
+back, to be carried by the next one; `TransactionRunner.flush` commits those waiting, after the
+transactions carrying others have settled, when the caller is about to act on them.
+
+The writer thread starts with the first write and stops when the last runner of its engine is
+closed (`TransactionRunner.aclose`); a runner never closed leaves the thread to end with the
+process (it is a daemon thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -52,6 +62,70 @@ T = TypeVar("T")
 _LOCKED_RETRIES = 12
 #: The most functions committed together (bounds a group's transaction and its latency).
 MAX_GROUP = 256
+
+
+Write = Callable[[sa.Connection], Any]
+
+
+@dataclass(eq=False)
+class Riders:
+    """Writes waiting to ride along with the next transaction run on `engine`'s database.
+
+    Set one as `RIDERS` in a context: every `TransactionRunner` of the same engine carries the
+    waiting riders into the next transaction it runs in that context (each rider runs first, in
+    the order added; one that raises fails that transaction, whose caller gets the error). What
+    rides may be lost in a crash with everything after it: a rider is for a write nothing outside
+    the database acts on until `TransactionRunner.flush` has committed it.
+    """
+
+    engine: AsyncEngine
+    _waiting: list[Write] = field(default_factory=list)
+    #: Transactions under way that carry riders (they are given back if it fails).
+    _carried: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    def add(self, write: Write) -> None:
+        """Queue `write` for the next transaction on this database in the owner's context."""
+        self._waiting.append(write)
+
+    @property
+    def waiting(self) -> int:
+        """How many riders wait for a transaction."""
+        return len(self._waiting)
+
+    def _board(self, engine: AsyncEngine) -> list[Write]:
+        if engine is not self.engine or not self._waiting:
+            return []
+        taken, self._waiting = self._waiting, []
+        return taken
+
+    def _track(self, future: asyncio.Future[Any], taken: list[Write]) -> None:
+        self._carried.add(future)
+
+        def settled(done: asyncio.Future[Any]) -> None:
+            self._carried.discard(done)
+            if done.cancelled() or done.exception() is not None:
+                self._waiting[:0] = taken  # rolled back with their transaction: wait again
+
+        future.add_done_callback(settled)
+
+
+#: The riders of the caller's context, if any (see `Riders`).
+RIDERS = contextvars.ContextVar[Riders | None]("bastion_riders", default=None)
+
+
+def _carrying(
+    riders: list[Write], fn: Callable[[sa.Connection], T]
+) -> Callable[[sa.Connection], T]:
+    def both(connection: sa.Connection) -> T:
+        for ride in riders:
+            ride(connection)
+        return fn(connection)
+
+    return both
+
+
+def _nothing(_connection: sa.Connection) -> None:
+    return None
 
 
 class TransactionRunner:
@@ -70,21 +144,48 @@ class TransactionRunner:
     async def run(self, fn: Callable[[sa.Connection], T]) -> T:
         """Run `fn` in a write transaction: committed if it returns, rolled back if it raises.
 
+        The riders waiting in the caller's context (`RIDERS`) for this database run first, in
+        the same transaction.
+
         Raises:
-            Exception: what `fn` raised, or the database's error.
+            Exception: what `fn` (or a rider) raised, or the database's error.
         """
+        return await self._run(fn, RIDERS.get())
+
+    async def flush(self, riders: Riders) -> None:
+        """Commit `riders`: once the transactions carrying some have settled, those waiting.
+
+        When this returns, every rider added before the call is committed.
+
+        Raises:
+            Exception: what a rider raised, or the database's error (they wait again).
+        """
+        while riders._carried:
+            await asyncio.wait(list(riders._carried))
+        if riders.waiting:
+            await self._run(_nothing, riders)
+
+    async def _run(self, fn: Callable[[sa.Connection], T], riders: Riders | None) -> T:
+        taken = [] if riders is None else riders._board(self._engine)
+        if taken:
+            fn = _carrying(taken, fn)
+        future: asyncio.Future[T]
         if self._engine.dialect.name != "sqlite":
-            task = asyncio.ensure_future(self._transact(fn))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-            return await asyncio.shield(task)  # as below
-        if self._writer is None:
-            self._writer = _Writer.attach(self._engine)
-        job: _Job[T] = _Job(fn, asyncio.get_running_loop())
-        self._writer.submit(job)
-        # Shielded: a function handed to the writer is committed (or rolled back) there whatever
-        # happens to the caller, and the caller's cancellation still propagates.
-        return await asyncio.shield(job.future)
+            future = asyncio.ensure_future(self._transact(fn))
+            self._in_flight.add(future)
+            future.add_done_callback(self._in_flight.discard)
+        else:
+            if self._writer is None:
+                self._writer = _Writer.attach(self._engine)
+            job: _Job[T] = _Job(fn, asyncio.get_running_loop())
+            self._writer.submit(job)
+            future = job.future
+        if taken:
+            assert riders is not None
+            riders._track(future, taken)
+        # Shielded: a function handed to the writer (or its own task) is committed or rolled back
+        # whatever happens to the caller, and the caller's cancellation still propagates.
+        return await asyncio.shield(future)
 
     async def _transact(self, fn: Callable[[sa.Connection], T]) -> T:
         async with begin_write(self._engine) as connection:
