@@ -14,13 +14,17 @@ end). With
 ``--short-steps N`` every configuration also runs N-step plans in the same rounds, which splits
 that into a *marginal* cost per step (the slope between the two lengths) and a *fixed* cost per
 run. For PostgreSQL each is also given as a ratio to one synchronous commit (an INSERT committed
-on its own, measured in the same run). Prints a JSON line with the summary.
+on its own, measured in the same run). Because a run's total time is noisy (on PostgreSQL its
+dozen transactions vary by milliseconds), the per-step cost is also measured inside runs
+(``*_in_run_ms_per_step``): the median time from one step's start to the next's, durable
+against in process. Prints a JSON line with the summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import platform
 import random
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion import AgentRequest, AgentSystem, Principal, tool
+from bastion.messages import EventKind, RunEvent
 from bastion.models.scripted import ScriptedModel
 from bastion.settings import load_settings
 
@@ -66,7 +71,10 @@ CONFIGS = {
 }
 
 
-async def _one(config: str, steps: int, runs: int, data_dir: Path, pg_url: str | None) -> float:
+async def _one(
+    config: str, steps: int, runs: int, data_dir: Path, pg_url: str | None
+) -> tuple[float, float]:
+    """The median time of a run, and the median time from one step's start to the next's."""
     database, enabled = CONFIGS[config]
     durable = {"enabled": enabled, "polling_interval_s": 0.05}
     extra: dict[str, Any] = {}
@@ -85,13 +93,23 @@ async def _one(config: str, steps: int, runs: int, data_dir: Path, pg_url: str |
     )
     async with system:
         await system.run(AgentRequest(user_id="b", session_id="warm", message="go"))  # warm-up
-        took = []
+        took: list[float] = []
+        intervals: list[float] = []
         for i in range(runs):
+            starts: list[float] = []
+
+            def sink(event: RunEvent, starts: list[float] = starts) -> None:
+                if event.kind is EventKind.STEP_STARTED:
+                    starts.append(time.perf_counter())
+
             started = time.perf_counter()
-            response = await system.run(AgentRequest(user_id="b", session_id=f"s{i}", message="go"))
+            response = await system.run(
+                AgentRequest(user_id="b", session_id=f"s{i}", message="go"), on_event=sink
+            )
             took.append(time.perf_counter() - started)
             assert response.ok, response
-    return statistics.median(took)
+            intervals += [b - a for a, b in itertools.pairwise(starts)]
+    return statistics.median(took), statistics.median(intervals)
 
 
 def _sync_commit_ms(pg_url: str, n: int = 200) -> float:
@@ -130,6 +148,8 @@ async def main() -> int:
         pg_url = f"postgresql://postgres@127.0.0.1:5432/{pg_name}"
     lengths = [args.steps] + ([args.short_steps] if args.short_steps else [])
     times: dict[tuple[str, int], list[float]] = {(c, n): [] for c in configs for n in lengths}
+    #: Each sample's median time from one step's start to the next's (the long runs).
+    intervals: dict[str, list[float]] = {c: [] for c in configs}
     commits: list[float] = []
     try:
         for r in range(args.repeats):
@@ -137,9 +157,10 @@ async def main() -> int:
             random.Random(r).shuffle(order)  # interleaved, in a different order each round
             for config, steps in order:
                 with tempfile.TemporaryDirectory() as tmp:
-                    times[config, steps].append(
-                        await _one(config, steps, args.runs, Path(tmp), pg_url)
-                    )
+                    run, interval = await _one(config, steps, args.runs, Path(tmp), pg_url)
+                times[config, steps].append(run)
+                if steps == args.steps:
+                    intervals[config].append(interval)
             if pg_url:
                 commits.append(_sync_commit_ms(pg_url))
     finally:
@@ -148,6 +169,17 @@ async def main() -> int:
 
             with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
                 conn.execute(f'drop database if exists "{pg_name}" with (force)')
+    print(json.dumps(_summary(args, configs, times, intervals, commits)))
+    return 0
+
+
+def _summary(
+    args: argparse.Namespace,
+    configs: list[str],
+    times: dict[tuple[str, int], list[float]],
+    intervals: dict[str, list[float]],
+    commits: list[float],
+) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "bench": "durable_steps",
         "steps": args.steps,
@@ -164,8 +196,8 @@ async def main() -> int:
     for config, baseline in (("sqlite", "in-process"), ("postgres", "postgres-in-process")):
         if config in configs:
             summary.update(_costs(config, baseline, times, args.steps, args.short_steps, commit))
-    print(json.dumps(summary))
-    return 0
+            summary.update(_in_run(config, baseline, intervals, commit))
+    return summary
 
 
 def _costs(
@@ -195,6 +227,26 @@ def _costs(
             if f"postgres_{key}_ms_per_step" in costs:
                 ratio = costs[f"postgres_{key}_ms_per_step"]["median"] / commit
                 costs[f"postgres_{key}_ratio_to_commit"] = round(ratio, 2)
+    return costs
+
+
+def _in_run(
+    config: str, baseline: str, intervals: dict[str, list[float]], commit: float | None
+) -> dict[str, Any]:
+    """What `config` adds to one step *inside* a run: the step-to-step time against `baseline`.
+
+    A run's step-to-step times are many samples of one step's whole cost (the call, its record,
+    its checkpoint), free of the run's start and end: the steadiest measure of the per-step
+    cost, paired round by round like the others.
+    """
+    added = [(d - b) * 1000 for d, b in zip(intervals[config], intervals[baseline], strict=True)]
+    costs: dict[str, Any] = {
+        f"{config}_step_interval_ms": round(statistics.median(intervals[config]) * 1000, 3),
+        f"{baseline}_step_interval_ms": round(statistics.median(intervals[baseline]) * 1000, 3),
+        f"{config}_in_run_ms_per_step": _spread(added),
+    }
+    if config == "postgres" and commit is not None:
+        costs["postgres_in_run_ratio_to_commit"] = round(statistics.median(added) / commit, 2)
     return costs
 
 
