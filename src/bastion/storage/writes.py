@@ -92,6 +92,11 @@ class Riders:
         """How many riders wait for a transaction."""
         return len(self._waiting)
 
+    async def settle(self) -> None:
+        """Wait until no transaction carrying riders is under way (a failed one gave them back)."""
+        while self._carried:
+            await asyncio.wait(list(self._carried))
+
     def _board(self, engine: AsyncEngine) -> list[Write]:
         if engine is not self.engine or not self._waiting:
             return []
@@ -160,8 +165,7 @@ class TransactionRunner:
         Raises:
             Exception: what a rider raised, or the database's error (they wait again).
         """
-        while riders._carried:
-            await asyncio.wait(list(riders._carried))
+        await riders.settle()
         if riders.waiting:
             await self._run(_nothing, riders)
 
