@@ -186,6 +186,17 @@ class RunNotRecorded(BastionError):
     """
 
 
+class Superseded(BastionError):
+    """This execution of a durable run was superseded by another: it stops, writing nothing more.
+
+    Raised by a write the other execution already made (a worker presumed dead and taken over,
+    still running). The run loop lets it through instead of recording a failure: the run is the
+    other execution's to finish, and whoever waits for it gets that execution's answer.
+    """
+
+    user_message = "This request is being handled by another worker."
+
+
 class CircuitOpen(BastionError):
     """Calls to ``name`` are suspended until ``retry_at`` (on the clock's monotonic scale)."""
 

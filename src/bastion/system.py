@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 from bastion.clock import Clock, SystemClock
 from bastion.cost.interface import CostController
-from bastion.errors import AdmissionError, ApprovalExpired, ConfigError, RunNotRecorded
+from bastion.errors import (
+    AdmissionError,
+    ApprovalExpired,
+    ConfigError,
+    RunNotRecorded,
+    Superseded,
+)
 from bastion.evaluator.interface import Evaluator
 from bastion.flow.admit import admit
 from bastion.flow.checkpoints import Checkpoints, InProcess
@@ -605,6 +611,8 @@ class AgentSystem:
             raise
         try:
             return await respond(run, c, result)
+        except Superseded:
+            raise  # the run is another execution's to finish: record nothing here
         except Exception as exc:
             logger.exception("run %s failed while responding", run.run_id)
             return await self._last_resort(run, exc)
@@ -623,6 +631,8 @@ class AgentSystem:
             return Stopped(
                 status=RunStatus.FAILED, user_message=_TOO_LONG, reason="run deadline exceeded"
             )
+        except Superseded:
+            raise  # see `_run_body`
         except Exception as exc:
             logger.exception("run %s failed unexpectedly", run.run_id)
             return Stopped(status=RunStatus.FAILED, user_message=_UNEXPECTED, reason=repr(exc))

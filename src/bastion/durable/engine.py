@@ -62,6 +62,10 @@ DBOS_STEP_VERSIONS = frozenset({"bastion-run-1", "bastion-run-2"})
 APP_NAME = "bastion"
 RUN_QUEUE = "bastion_runs"
 
+#: How long `DurableEngine.shutdown` waits for DBOS to record the end of runs that answered
+#: (one that is not recorded by then is recovered at the next start and replays to its end).
+FINISHING_TIMEOUT_S = 10.0
+
 _CANCELLED = "This request was cancelled."
 
 
@@ -162,6 +166,8 @@ class DurableEngine:
         self._runner: Runner | None = None
         #: Whether this process takes runs from the shared queue (a worker), set before start.
         self.serve_queue = False
+        #: Runs that answered and whose end DBOS is still recording (`shutdown` waits for them).
+        self._finishing: set[asyncio.Future[Any]] = set()
 
     @property
     def launched(self) -> bool:
@@ -274,6 +280,8 @@ class DurableEngine:
         if DurableEngine._active is not self:
             return
         self.stopping = True
+        if self._finishing:
+            await asyncio.wait(list(self._finishing), timeout=FINISHING_TIMEOUT_S)
         if self._heartbeats is not None:
             self._heartbeats.cancel()
             await asyncio.gather(self._heartbeats, return_exceptions=True)
@@ -320,13 +328,14 @@ class DurableEngine:
         self._require_launched()
         if on_event is not None:
             workflow.add_sink(request.run_id, on_event)
+        answer = workflow.answer(request.run_id)
         try:
-            with SetWorkflowID(request.run_id):
+            with SetWorkflowID(request.run_id), workflow.starting(request.run_id):
                 handle = await DBOS.start_workflow_async(
                     workflow.run_workflow, codec.encode_run_input(request, deadline_at, principal)
                 )
             try:
-                data = await handle.get_result()
+                data = await self._outcome(handle, answer)
             except DBOSAwaitedWorkflowCancelledError:
                 return _cancelled(request.run_id)
             except asyncio.CancelledError:
@@ -343,7 +352,33 @@ class DurableEngine:
                 return _failed(request.run_id, exc)
         finally:
             workflow.drop_sink(request.run_id)
+            workflow.forget_answer(request.run_id, answer)
         return codec.RESPONSE.validate_python(data)
+
+    async def _outcome(self, handle: Any, answer: asyncio.Future[Any]) -> Any:
+        """The run's answer: from its body here once committed, else DBOS's recorded outcome.
+
+        A body running here hands its answer over before DBOS records the workflow's end (see
+        `bastion.durable.workflow`); that record goes on in the background, and `shutdown`
+        waits for it.
+        """
+        result: asyncio.Future[Any] = asyncio.ensure_future(handle.get_result())
+        try:
+            await asyncio.wait((answer, result), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            result.cancel()  # only the waiting: the workflow itself is shielded
+            raise
+        if result.done() or not answer.done():
+            return result.result()
+        self._finishing.add(result)
+        result.add_done_callback(self._finished)
+        return answer.result()
+
+    def _finished(self, result: asyncio.Future[Any]) -> None:
+        self._finishing.discard(result)
+        if not result.cancelled() and result.exception() is not None:
+            # The run answered; DBOS could not record its end: it is recovered and replays.
+            logger.warning("the end of a run was not recorded: %s", result.exception())
 
     def leaves(self, run_id: str) -> bool:
         """Whether an interruption of the run here leaves it to be resumed (not cancelled)."""
@@ -413,9 +448,8 @@ def _cancelled(run_id: str) -> AgentResponse:
 def _failed(run_id: str, exc: Exception) -> AgentResponse:
     """The response for a run whose workflow failed (the run itself could not go on)."""
     logger.error("run %s failed: %s", run_id, exc)
-    return AgentResponse(
-        run_id=run_id, status=RunStatus.FAILED, message=BastionError.user_message, error=str(exc)
-    )
+    message = exc.user_message if isinstance(exc, BastionError) else BastionError.user_message
+    return AgentResponse(run_id=run_id, status=RunStatus.FAILED, message=message, error=str(exc))
 
 
 def _masked(url: str) -> str:

@@ -19,7 +19,9 @@ are kept:
   that would take another path stops with `ReplayMismatch` instead of mixing outputs;
 * one writer per step: the key (run, position) takes the first write; an execution that finds its
   step already written by another execution (a worker presumed dead that still runs) stops with
-  `RunTakenOver` and never acts on an output that is not the recorded one;
+  `RunTakenOver` and never acts on an output that is not the recorded one (it is a
+  `bastion.errors.Superseded`: the run loop records nothing more of the run and lets it through,
+  so the run is the other execution's to finish);
 * a run cancelled from another process stops at its next step (its DBOS status is checked at a
   step at most every `CANCEL_CHECK_S`, and before every step with side effects).
 
@@ -53,7 +55,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, Superseded
 from bastion.storage.engine import insert_ignore_statement
 from bastion.storage.reads import ReadRunner
 from bastion.storage.tables import durable_steps
@@ -84,10 +86,8 @@ class CheckpointUnreadable(BastionError):
     )
 
 
-class RunTakenOver(BastionError):
+class RunTakenOver(Superseded):
     """Another execution of the run wrote the step this one was about to write."""
-
-    user_message = "This request is being handled by another worker."
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,28 @@ recovered run at launch, a queued run on a worker), so the workflow body must fi
 `AgentSystem` without being handed it: the system *attaches* its runner here when it starts, and
 detaches it when it closes. One durable system per process, as DBOS allows one instance per
 process (`DurableEngine` refuses a second).
+
+Two things spare a run started here (`DurableEngine.run`) fixed costs a recovered one pays:
+
+* **A fresh run reads no journal.** `starting` marks the run the caller is about to start; DBOS
+  runs the body from that call only when the call inserted the workflow's record (DBOS 3:
+  ``should_execute`` holds only for the caller that created the row; a run id DBOS already
+  knows is attached to instead), so no execution of it ran before and its journal is empty.
+  Should one exist anyway (a run id reused after DBOS's system database was reset), the run's
+  first checkpoint meets the old one and stops it with `RunTakenOver` before it acts on
+  anything. A body DBOS runs any other way (recovery, the queue, `resume`) reads its journal.
+* **The caller has its answer once the run's records are committed** (`answer`), not after
+  DBOS has also recorded the workflow's end in its own transaction: by then every checkpoint
+  and the run's own record of its end are committed, so a crash before DBOS's record only
+  means the run is recovered and replays to the same end, running no step again.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import contextvars
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +60,10 @@ _redact: Callable[[Any], Any] = _unchanged
 _sinks: dict[str, EventSink] = {}
 #: The task running each workflow body in this process, so that a cancelled run stops now.
 _tasks: dict[str, asyncio.Task[Any]] = {}
+#: The run the caller is starting (`starting`): a body that sees its own id here is fresh.
+_STARTING = contextvars.ContextVar[str | None]("bastion_starting_run", default=None)
+#: Callers waiting for a run's answer (`answer`), by run id.
+_answers: dict[str, asyncio.Future[Any]] = {}
 
 
 def attach(runner: Runner, journal: Journal, *, redact: Callable[[Any], Any] | None = None) -> None:
@@ -91,6 +111,32 @@ def drop_sink(run_id: str) -> None:
     _sinks.pop(run_id, None)
 
 
+@contextlib.contextmanager
+def starting(run_id: str) -> Iterator[None]:
+    """Mark `run_id` as the run the caller starts: a body DBOS runs from here is fresh."""
+    token = _STARTING.set(run_id)
+    try:
+        yield
+    finally:
+        _STARTING.reset(token)
+
+
+def answer(run_id: str) -> asyncio.Future[Any]:
+    """A future that gets the run's (redacted) answer when a body running here has one.
+
+    It gets it once the run's checkpoints and records are committed, before DBOS records the
+    workflow's end. Call `forget_answer` when done with it.
+    """
+    future = _answers[run_id] = asyncio.get_running_loop().create_future()
+    return future
+
+
+def forget_answer(run_id: str, future: asyncio.Future[Any]) -> None:
+    """Stop waiting for the run's answer through `future`."""
+    if _answers.get(run_id) is future:
+        del _answers[run_id]
+
+
 @DBOS.workflow(name=WORKFLOW_NAME)
 async def run_workflow(payload: dict[str, Any]) -> dict[str, Any]:
     """The durable run: decode the request, run it on the attached system, encode the answer."""
@@ -99,11 +145,12 @@ async def run_workflow(payload: dict[str, Any]) -> dict[str, Any]:
         # Only a process that started DBOS without a system can get here: a bug, said plainly.
         raise ConfigError("a Bastion run was started in a process with no AgentSystem attached")
     request, deadline_at, principal = codec.decode_run_input(payload)
+    fresh = _STARTING.get() == request.run_id  # see the module docs
     execution = Execution(
         run_id=request.run_id,
         token=new_execution_token(),
         journal=journal,
-        recorded=await journal.load(request.run_id),
+        recorded={} if fresh else await journal.load(request.run_id),
     )
     deactivate = execution.activate()
     known = AUTHENTICATED.set(principal)
@@ -119,4 +166,8 @@ async def run_workflow(payload: dict[str, Any]) -> dict[str, Any]:
         deactivate()
         AUTHENTICATED.reset(known)
         _tasks.pop(request.run_id, None)
-    return _redact(codec.dump(codec.RESPONSE, response))  # type: ignore[no-any-return]
+    data = _redact(codec.dump(codec.RESPONSE, response))
+    waiting = _answers.pop(request.run_id, None)
+    if waiting is not None and not waiting.done():
+        waiting.set_result(data)
+    return data  # type: ignore[no-any-return]
