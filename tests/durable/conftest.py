@@ -128,6 +128,7 @@ def workers(tmp_path: Path, backend: str | None) -> Iterator[Callable[..., Any]]
         return worker
 
     start.log = log  # type: ignore[attr-defined]
+    start.env = env  # type: ignore[attr-defined]
     start.backend = backend  # type: ignore[attr-defined]
     start.data_dir = tmp_path  # type: ignore[attr-defined]
     yield start

@@ -4,14 +4,20 @@ to record its end), and what still holds when it is."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dbos._sys_db import SystemDatabase
+from tests.durable.conftest import SCRIPTS
 from tests.flow.conftest import ALICE, plan
 
 from bastion import AgentRequest, RunStatus, tool
@@ -175,3 +181,60 @@ async def test_a_run_whose_end_dbos_cannot_record_still_answers_and_says_so(
     assert response.status is RunStatus.COMPLETED
     assert "the end of a run was not recorded" in caplog.text
     assert await _workflow_status(settings, response.run_id) == "PENDING"
+
+
+def _executions(log: Path) -> dict[str, int]:
+    conn = sqlite3.connect(log)
+    try:
+        rows = conn.execute("select name, count(*) from executions group by name").fetchall()
+        return {name: int(count) for name, count in rows}
+    finally:
+        conn.close()
+
+
+def _spawn(script: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_a_run_killed_after_it_answered_finishes_on_restart_running_nothing_again(
+    workers, settings
+):
+    """The process dies after the caller had the answer, before DBOS recorded the end: the
+    restarted executor replays the run to the same end, and no tool or model call runs again."""
+    env = workers.env(K9_FAST="1", BASTION_DURABLE__EXECUTOR_ID="w1")
+    proc = _spawn(SCRIPTS / "answer_then_hang.py", env)
+    assert proc.stdout is not None
+    try:
+        lines: list[str] = []
+        # Both the answer and DBOS starting (and never finishing) to record the run's end.
+        while not ("recording the end\n" in lines and any(x.startswith("{") for x in lines)):
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+            assert line, f"the process ended early: {lines}"
+            lines.append(line)
+    finally:
+        proc.kill()  # kill -9: DBOS never recorded the end
+        proc.wait()
+        proc.stdout.close()
+    answered = json.loads(next(x for x in lines if x.startswith("{")))
+    assert answered["status"] == "completed"
+    before = _executions(workers.log)
+    assert before == {"scripted:kill9": 1, "lookup": 2, "refund": 1, "email": 1}
+    admin = DurableAdmin(settings=settings)
+    assert await _workflow_status(settings, answered["run_id"]) == "PENDING"
+
+    workers("w1")  # the same executor again: recovers its pending run
+    give_up = time.monotonic() + 60
+    while await _workflow_status(settings, answered["run_id"]) != "SUCCESS":
+        assert time.monotonic() < give_up, "the recovered run never ended"
+        await asyncio.sleep(0.1)
+    assert _executions(workers.log) == before  # replayed: nothing ran again
+    [run] = [w for w in await admin.runs() if w.run_id == answered["run_id"]]
+    assert run.status == "SUCCESS"
