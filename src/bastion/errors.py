@@ -19,6 +19,7 @@ BastionError
 ├── ToolError          UnknownTool, InvalidToolArgs, ToolTimeout, ToolCrashed, TransientToolError
 ├── PlanError          no valid plan within the repair budget
 ├── RunNotRecorded     a durable run's first write failed for good (the workflow fails with it)
+├── Superseded         another execution of a durable run took it over: this one stops
 ├── CircuitOpen(name, retry_at)
 └── ApprovalError      a human approval cannot be given or used (approval_id)
     ├── UnknownApproval, ApprovalAlreadyDecided, ApprovalExpired

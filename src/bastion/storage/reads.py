@@ -91,8 +91,10 @@ class ReadRunner:
                 with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                     loop.call_soon_threadsafe(_done, stopped)
 
-        threading.Thread(target=stop, name="bastion-reads-stop", daemon=True).start()
+        stopper = threading.Thread(target=stop, name="bastion-reads-stop", daemon=True)
+        stopper.start()
         await stopped
+        stopper.join()  # it returns right after handing the result over: a moment at most
 
 
 def _read(sync: sa.Engine, fn: Callable[[sa.Connection], T]) -> T:
