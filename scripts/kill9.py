@@ -153,6 +153,25 @@ async def _statuses(settings: Settings, run_ids: list[str]) -> dict[str, RunStat
         await memory.close()
 
 
+async def _report_ended_otherwise(
+    settings: Settings, index: int, statuses: dict[str, RunStatus | None]
+) -> None:
+    """Say on stderr why each run that ended without completing ended so."""
+    ended = [r for r, s in statuses.items() if s is not None and s.is_terminal]
+    ended = [r for r in ended if statuses[r] is not RunStatus.COMPLETED]
+    if not ended:
+        return
+    memory = SqlMemory.from_url(settings.database_url, clock=SystemClock())
+    await memory.start()
+    try:
+        for run_id in ended:
+            record = await memory.get_run(run_id)
+            why = "?" if record is None else f"{record.status.value}: {record.error}"
+            print(f"trial {index}: run {run_id} ended {why}", file=sys.stderr)
+    finally:
+        await memory.close()
+
+
 def _emails_sent(log: Path, run_id: str) -> int:
     import sqlite3
 
@@ -226,6 +245,7 @@ async def trial(
                 + "".join(worker.lines[-15:]),
                 file=sys.stderr,
             )
+        await _report_ended_otherwise(settings, index, statuses)
         counts.update(await _tally(admin, log, run_ids, statuses))
         return counts
     finally:
