@@ -23,6 +23,7 @@ from tests.flow.conftest import ALICE, plan
 from bastion import AgentRequest, RunStatus, tool
 from bastion.durable import DurableAdmin
 from bastion.durable.journal import Entry, Journal
+from bastion.errors import Superseded
 from bastion.models.scripted import ScriptedModel
 from bastion.settings import Settings, load_settings
 from bastion.system import AgentSystem
@@ -238,3 +239,22 @@ async def test_a_run_killed_after_it_answered_finishes_on_restart_running_nothin
     assert _executions(workers.log) == before  # replayed: nothing ran again
     [run] = [w for w in await admin.runs() if w.run_id == answered["run_id"]]
     assert run.status == "SUCCESS"
+
+
+async def test_an_execution_superseded_while_responding_records_no_failure(system, monkeypatch):
+    """Superseded at the run's last writes: the run loop lets it through instead of recording
+    the run as failed (the run is the other execution's to finish)."""
+    import bastion.system
+
+    async def superseded(*_args: Any, **_kwargs: Any) -> Any:
+        raise Superseded("another execution wrote this run's end first")
+
+    monkeypatch.setattr(bastion.system, "respond", superseded)
+    async with system:
+        response = await system.run(_request())
+        record = await system.components.memory.get_run(response.run_id)
+    assert response.status is RunStatus.FAILED
+    assert response.message == Superseded.user_message
+    assert "wrote this run's end first" in (response.error or "")
+    assert record is not None
+    assert record.status is not RunStatus.FAILED  # nothing recorded by this execution
